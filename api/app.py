@@ -1,0 +1,64 @@
+"""The FastAPI application."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException
+
+from api import health, openai_routes
+from api.openai_routes import InvalidRequest
+from api.state import ApiState
+from shared.config import Settings
+from shared.errors import error_object
+from shared.keys import RedisKeys
+from shared.redis import connect
+from shared.upstream import OpenAIUpstream, new_session
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        keys = RedisKeys(settings.key_prefix)
+        redis = await connect(settings.redis_url, keys)
+        session = new_session()
+        app.state.aibridge = ApiState(
+            settings=settings, keys=keys, redis=redis, upstream=OpenAIUpstream(session, settings)
+        )
+        try:
+            yield
+        finally:
+            await session.close()
+            await redis.aclose()
+
+    app = FastAPI(title="aibridge", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.include_router(openai_routes.router)
+    app.include_router(health.router)
+
+    @app.exception_handler(InvalidRequest)
+    async def invalid_request(_: Request, exc: InvalidRequest) -> Response:
+        body = error_object(exc.message, "invalid_request_error", "invalid_request")
+        body["error"]["param"] = exc.param
+        return JSONResponse(body, 400)
+
+    @app.exception_handler(RedisError)
+    async def redis_down(_: Request, exc: RedisError) -> Response:
+        body = error_object("the gateway's queue is unavailable", "server_error", "queue_unavailable")
+        return JSONResponse(body, 503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> Response:
+        code = "not_found" if exc.status_code == 404 else "http_error"
+        body = error_object(str(exc.detail), "invalid_request_error", code)
+        return JSONResponse(body, exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> Response:
+        return JSONResponse(error_object(str(exc), "invalid_request_error", "invalid_request"), 400)
+
+    return app

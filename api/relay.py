@@ -1,0 +1,186 @@
+"""Relays one job's Redis Stream to its client.
+
+The first decisive message sets the HTTP answer: ``open`` starts an SSE stream; ``error`` or ``result`` before
+it is sent as one JSON body with its status. The API never parses chunk JSON: it only frames bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from api.jobs import cancel
+from api.state import ApiState
+from shared.errors import error_body
+from shared.messages import MessageKind, StreamMessage
+
+logger = logging.getLogger(__name__)
+
+PING = b": ping\n"  # a comment line and no blank line: see DESIGN.md, "Keep-alive framing"
+READ_COUNT = 512
+
+Entry = tuple[bytes, StreamMessage]
+
+
+class StreamTail:
+    """Reads a job's stream from its start, blocking until entries arrive or a timeout passes."""
+
+    def __init__(self, redis: Redis, key: str) -> None:
+        self._redis = redis
+        self._key = key
+        self._last_id = b"0-0"
+
+    async def read(self, block_for: float) -> list[Entry]:
+        result = await self._redis.xread(
+            {self._key: self._last_id}, count=READ_COUNT, block=max(1, int(block_for * 1000))
+        )
+        if not result:
+            return []
+        entries = result[0][1]
+        self._last_id = entries[-1][0]
+        return [(entry_id, StreamMessage.from_fields(fields)) for entry_id, fields in entries]
+
+
+async def listen_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def sse_event(entry_id: bytes, data: bytes) -> bytes:
+    lines = data.split(b"\n") if b"\n" in data else (data,)
+    return b"id: " + entry_id + b"\n" + b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
+
+
+def json_error(
+    status: int, message: str, type_: str, code: str, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(error_body(message, type_, code), status, headers, media_type="application/json")
+
+
+WORKER_SILENT = ("the worker handling this request stopped responding", "server_error", "worker_timeout")
+
+
+async def answer(state: ApiState, interception_id: str, request: Request) -> Response:
+    """Wait for the job's first decisive message and turn it into the client's response."""
+    tail = StreamTail(state.redis, state.keys.stream(interception_id))
+    settings = state.settings
+    disconnected = asyncio.create_task(listen_for_disconnect(request.receive))
+    started = False
+    deadline = time.monotonic() + settings.pickup_timeout
+    try:
+        while True:
+            read = asyncio.create_task(tail.read(deadline - time.monotonic()))
+            await asyncio.wait({read, disconnected}, return_when=asyncio.FIRST_COMPLETED)
+            if disconnected.done():
+                read.cancel()
+                await cancel(state, interception_id)
+                return Response(status_code=499)
+            for index, (_, message) in enumerate(batch := read.result()):
+                started = True
+                deadline = time.monotonic() + settings.heartbeat_timeout
+                if message.kind is MessageKind.OPEN:
+                    return SSERelay(state, interception_id, tail, batch[index + 1 :])
+                if message.kind in (MessageKind.ERROR, MessageKind.RESULT):
+                    return Response(message.data, message.status, media_type="application/json")
+                if message.kind is MessageKind.DONE:
+                    return json_error(
+                        502, "the worker ended the job without an answer", "server_error", "no_answer"
+                    )
+            if time.monotonic() < deadline:
+                continue
+            await cancel(state, interception_id)
+            if started:
+                return json_error(502, *WORKER_SILENT)
+            retry_after = str(max(1, int(settings.pickup_timeout / 10)))
+            return json_error(
+                503,
+                "no worker took the request in time; try again shortly",
+                "server_error",
+                "no_worker_available",
+                {"Retry-After": retry_after},
+            )
+    finally:
+        disconnected.cancel()
+
+
+class SSERelay(Response):
+    """The client's SSE stream, fed from the job's stream until ``done``.
+
+    Cancels the job when the client leaves.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, state: ApiState, interception_id: str, tail: StreamTail, pending: list[Entry]) -> None:
+        self.status_code = 200
+        self.background = None
+        self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # no body, no length
+        self._state = state
+        self._interception_id = interception_id
+        self._tail = tail
+        self._pending = pending
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        relay = asyncio.create_task(self._relay(send))
+        gone = asyncio.create_task(listen_for_disconnect(receive))
+        try:
+            done, _ = await asyncio.wait({relay, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            relay.cancel()
+            await asyncio.gather(relay, gone, return_exceptions=True)
+        if gone in done:
+            await cancel(self._state, self._interception_id)
+        elif relay.exception() is not None:
+            logger.error("interception %s: relay failed", self._interception_id, exc_info=relay.exception())
+        else:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _relay(self, send: Send) -> None:
+        settings = self._state.settings
+        now = time.monotonic()
+        last_seen = last_sent = now
+        batch = self._pending
+        while True:
+            out = bytearray()
+            finished = False
+            for entry_id, message in batch:
+                if message.kind is MessageKind.CHUNK or message.kind is MessageKind.ERROR:
+                    out += sse_event(entry_id, message.data)
+                elif message.kind is MessageKind.DONE:
+                    out += sse_event(entry_id, b"[DONE]")
+                    finished = True
+                    break
+            now = time.monotonic()
+            if batch:
+                last_seen = now
+            elif now - last_seen >= settings.heartbeat_timeout:
+                await cancel(self._state, self._interception_id)
+                out += b"data: " + error_body(*WORKER_SILENT) + b"\n\ndata: [DONE]\n\n"
+                finished = True
+            elif now - last_sent >= settings.keepalive_interval:
+                out += PING
+            if out:
+                await send({"type": "http.response.body", "body": bytes(out), "more_body": True})
+                last_sent = now
+            if finished:
+                return
+            wait = min(last_sent + settings.keepalive_interval, last_seen + settings.heartbeat_timeout) - now
+            try:
+                batch = await self._tail.read(wait)
+            except RedisError as exc:
+                logger.warning("interception %s: lost its stream: %s", self._interception_id, exc)
+                await cancel(self._state, self._interception_id)
+                body = error_body("the gateway lost this request's stream", "server_error", "stream_lost")
+                await send(
+                    {"type": "http.response.body", "body": b"data: " + body + b"\n\n", "more_body": True}
+                )
+                return

@@ -1,0 +1,33 @@
+"""What the API's routes share, built in the app's lifespan and reached through the request."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+from arq.connections import ArqRedis
+from fastapi import Depends, Request
+
+from shared.config import Settings
+from shared.keys import RedisKeys
+from shared.upstream import OpenAIUpstream
+
+
+@dataclass
+class ApiState:
+    settings: Settings
+    keys: RedisKeys
+    redis: ArqRedis
+    upstream: OpenAIUpstream
+
+    async def live_workers(self) -> int:
+        since = time.time() - self.settings.heartbeat_timeout
+        return await self.redis.zcount(self.keys.workers, since, "+inf")
+
+
+def api_state(request: Request) -> ApiState:
+    return request.app.state.aibridge
+
+
+State = Annotated[ApiState, Depends(api_state)]

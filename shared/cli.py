@@ -1,0 +1,71 @@
+"""The ``aibridge`` command: ``api``, ``worker`` and ``up`` (API + worker + Redis on one machine)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from shared.config import ConfigError, Settings, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="TOML file of settings (the environment overrides it)")
+    parser = argparse.ArgumentParser(prog="aibridge", description="AI gateway", parents=[common])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("api", "run the HTTP API"), ("up", "run API, one worker and (if needed) Redis")):
+        command = commands.add_parser(name, help=text, parents=[common])
+        command.add_argument("--host")
+        command.add_argument("--port", type=int)
+    commands.add_parser("worker", help="run a worker", parents=[common])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides = {name: getattr(args, name, None) for name in ("host", "port")}
+    try:
+        settings = load_settings(args.config, **{k: v for k, v in overrides.items() if v is not None})
+    except ConfigError as exc:
+        print(f"aibridge: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if settings.log_level.lower() != "debug":
+        logging.getLogger("arq.worker").setLevel(logging.WARNING)  # its job lines would log request bodies
+    if args.command == "api":
+        return _run_api(settings)
+    if args.command == "worker":
+        from worker.main import run_worker
+
+        run_worker(settings)
+        return 0
+    from shared.local import run_local
+
+    return run_local(settings, args.config)
+
+
+def _run_api(settings: Settings) -> int:
+    import uvicorn
+
+    from api.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=30,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

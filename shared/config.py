@@ -1,0 +1,110 @@
+"""Settings from the environment (prefix ``AIBRIDGE_``) and an optional TOML file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+class ConfigError(Exception):
+    """Configuration that cannot be used; its message is one line meant for an operator."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AIBRIDGE_", extra="forbid")
+
+    redis_url: str = DEFAULT_REDIS_URL
+    key_prefix: str = "aibridge:"
+
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_api_key: SecretStr | None = None
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    log_level: str = "info"
+
+    keepalive_interval: float = Field(default=10.0, gt=0)
+    heartbeat_interval: float = Field(default=5.0, gt=0)
+    heartbeat_timeout: float = Field(default=15.0, gt=0)
+    pickup_timeout: float = Field(default=30.0, gt=0)
+    stream_retention: float = Field(default=300.0, gt=0)
+    stream_maxlen: int = Field(default=10_000, ge=100)
+
+    upstream_connect_timeout: float = Field(default=10.0, gt=0)
+    upstream_read_timeout: float = Field(default=600.0, gt=0)
+
+    worker_max_jobs: int = Field(default=500, ge=1)
+    job_timeout: float = Field(default=3600.0, gt=0)
+    worker_idle_poll: float = Field(default=1.0, gt=0)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("openai_base_url")
+    @classmethod
+    def _http_scheme(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("heartbeat_timeout")
+    @classmethod
+    def _timeout_covers_heartbeats(cls, value: float, info: Any) -> float:
+        interval = info.data.get("heartbeat_interval")
+        if interval is not None and value <= interval:
+            raise ValueError("must be larger than heartbeat_interval")
+        return value
+
+
+def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings:
+    """Settings from defaults, then the TOML file, then the environment, then ``overrides``.
+
+    Raises ConfigError with a one-line message on anything unusable.
+    """
+    if config_path is not None and not config_path.is_file():
+        raise ConfigError(f"config file not found: {config_path}")
+
+    class _FileSettings(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+            if config_path is not None:
+                sources += (TomlConfigSettingsSource(settings_cls, toml_file=config_path),)
+            return sources
+
+    try:
+        loaded = _FileSettings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
+    except ValueError as exc:  # a TOML file that does not parse
+        raise ConfigError(f"config file {config_path}: {exc}") from None
+    return loaded
+
+
+def _one_line(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "config"
+        problems.append(f"AIBRIDGE_{field.upper()}: {error['msg']}")
+    return "invalid configuration: " + "; ".join(problems)

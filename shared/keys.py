@@ -1,0 +1,34 @@
+"""Names of every Redis key and channel the gateway uses, under one configurable prefix."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class RedisKeys:
+    prefix: str
+
+    @property
+    def queue(self) -> str:
+        """arq's queue (a sorted set of job ids)."""
+        return f"{self.prefix}queue"
+
+    @property
+    def control(self) -> str:
+        """Pub/sub channel on which the API wakes idle workers and asks them to cancel jobs."""
+        return f"{self.prefix}control"
+
+    @property
+    def workers(self) -> str:
+        """Sorted set: worker id -> time of its last heartbeat (epoch seconds)."""
+        return f"{self.prefix}workers"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}worker:{worker_id}"
+
+    def stream(self, interception_id: str) -> str:
+        return f"{self.prefix}stream:{interception_id}"
+
+    def cancelled(self, interception_id: str) -> str:
+        return f"{self.prefix}cancelled:{interception_id}"

@@ -1,0 +1,86 @@
+"""The upstream provider over HTTP (aiohttp: chosen by measurement, see BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import orjson
+
+from shared.config import Settings
+from shared.errors import error_body
+
+ERROR_BODY_LIMIT = 1 << 20
+
+
+class UpstreamFailure(Exception):
+    """The upstream could not be reached or stopped answering; carries the status and body for the client."""
+
+    def __init__(self, status: int, body: bytes) -> None:
+        super().__init__(status)
+        self.status = status
+        self.body = body
+
+
+class OpenAIUpstream:
+    def __init__(self, session: aiohttp.ClientSession, settings: Settings) -> None:
+        self._session = session
+        self._base_url = settings.openai_base_url
+        self._headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+        if settings.openai_api_key is not None:
+            self._headers["Authorization"] = f"Bearer {settings.openai_api_key.get_secret_value()}"
+        self._timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=settings.upstream_connect_timeout,
+            sock_read=settings.upstream_read_timeout,
+        )
+
+    @asynccontextmanager
+    async def post(self, path: str, body: dict[str, Any]) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST ``body`` to the upstream; failures to connect or to hear back become UpstreamFailure."""
+        async with guard_upstream():
+            async with self._session.post(
+                self._base_url + path, data=orjson.dumps(body), headers=self._headers, timeout=self._timeout
+            ) as response:
+                yield response
+
+    async def get(self, path: str) -> tuple[int, str, bytes]:
+        """GET ``path`` whole: status, content type and body."""
+        async with guard_upstream():
+            async with self._session.get(
+                self._base_url + path, headers=self._headers, timeout=self._timeout
+            ) as response:
+                return response.status, response.content_type, await response.read()
+
+
+@asynccontextmanager
+async def guard_upstream() -> AsyncIterator[None]:
+    """Map transport failures inside the block to UpstreamFailure (502 unreachable, 504 timed out)."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise UpstreamFailure(
+            504, error_body("the upstream did not answer in time", "upstream_error", "upstream_timeout")
+        ) from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise UpstreamFailure(
+            502,
+            error_body(
+                f"the upstream is unreachable: {exc.os_error}", "upstream_error", "upstream_unreachable"
+            ),
+        ) from exc
+    except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
+        raise UpstreamFailure(
+            502,
+            error_body(
+                f"the upstream connection failed: {exc}", "upstream_error", "upstream_connection_lost"
+            ),
+        ) from exc
+
+
+def new_session() -> aiohttp.ClientSession:
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+    return aiohttp.ClientSession(connector=connector, read_bufsize=1 << 20, auto_decompress=True)

@@ -1,0 +1,187 @@
+"""A fake OpenAI upstream: a real aiohttp server on loopback, run in a background thread.
+
+Each test registers a scenario under a unique model name; requests naming that model get the scenario's
+replies in order. Every request is recorded, and so is the moment the gateway closed each connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+
+@dataclass
+class SSEReply:
+    """Streams ``events`` (raw SSE data payloads) with a delay before the first and between the others."""
+
+    events: list[bytes]
+    first_delay: float = 0.0
+    delay: float = 0.0
+    pause_after: int | None = None  # after this many events, pause for ``pause`` seconds
+    pause: float = 0.0
+    drop_after: int | None = None  # after this many events, close the connection without ending the stream
+    done: bool = True
+
+
+@dataclass
+class RawReply:
+    """An exact HTTP answer: status, headers and body bytes, after ``delay`` seconds."""
+
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
+    delay: float = 0.0
+
+
+Reply = SSEReply | RawReply
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any] | None
+    connection_closed_at: float | None = None
+
+
+@dataclass
+class Scenario:
+    replies: list[Reply]
+    received: list[Received] = field(default_factory=list)
+
+
+class FakeUpstream:
+    def __init__(self) -> None:
+        self._scenarios: dict[str, Scenario] = {}
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self.port = 0
+        self.models_reply: RawReply = RawReply(200, b'{"object":"list","data":[]}')
+        self.models_requests: list[Received] = []
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> FakeUpstream:
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise RuntimeError("fake upstream did not start")
+        return self
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def scenario(self, *replies: Reply) -> tuple[str, Scenario]:
+        """Register replies; returns the model name that selects them, and the scenario record."""
+        model = f"fake-{uuid.uuid4().hex[:10]}"
+        scenario = Scenario(list(replies))
+        with self._lock:
+            self._scenarios[model] = scenario
+        return model, scenario
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_get("/v1/models", self._models)
+        runner = web.AppRunner(app, handle_signals=False)
+        self._loop.run_until_complete(runner.setup())
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        self._loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(runner.cleanup())
+
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        self.models_requests.append(Received(request.path, dict(request.headers), None))
+        return await self._raw(request, self.models_reply)
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        with self._lock:
+            scenario = self._scenarios.get(body.get("model"))
+        if scenario is None:
+            return web.json_response({"error": {"message": "unknown model", "type": "invalid_request_error"}}, status=404)
+        received = Received(request.path, dict(request.headers), body)
+        scenario.received.append(received)
+        index = len(scenario.received) - 1
+        reply = scenario.replies[min(index, len(scenario.replies) - 1)]
+        if isinstance(reply, RawReply):
+            return await self._raw(request, reply)
+        return await self._sse(request, reply, received)
+
+    async def _raw(self, request: web.Request, reply: RawReply) -> web.StreamResponse:
+        await asyncio.sleep(reply.delay)
+        return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
+
+    async def _sse(self, request: web.Request, reply: SSEReply, received: Received) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+
+        def closed() -> bool:
+            if request.transport is None or request.transport.is_closing():
+                received.connection_closed_at = received.connection_closed_at or time.monotonic()
+                return True
+            return False
+
+        async def wait(seconds: float) -> bool:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                if closed():
+                    return False
+                await asyncio.sleep(min(0.01, max(0.0, end - time.monotonic())))
+            return not closed()
+
+        if not await wait(reply.first_delay):
+            return response
+        for number, event in enumerate(reply.events, start=1):
+            if number > 1 and not await wait(reply.delay):
+                return response
+            try:
+                await response.write(b"data: " + event + b"\n\n")
+            except ConnectionError:
+                closed()
+                return response
+            if reply.drop_after == number:
+                request.transport.close()  # type: ignore[union-attr]
+                return response
+            if reply.pause_after == number and not await wait(reply.pause):
+                return response
+        if reply.done:
+            await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+
+def chunk(content: str | None = None, *, cid: str = "chatcmpl-upstream", usage: Any = None, **extra: Any) -> bytes:
+    """An OpenAI chat.completion.chunk as the upstream would send it."""
+    delta: dict[str, Any] = {} if content is None else {"content": content}
+    body: dict[str, Any] = {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": 1753357673,
+        "model": "gpt-test",
+        "choices": [] if usage else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}],
+        "usage": usage,
+        **extra,
+    }
+    return orjson.dumps(body)
+
+
+def text_stream(words: list[str], usage: dict[str, Any] | None = None) -> list[bytes]:
+    events = [chunk(word) for word in words]
+    if usage is not None:
+        events.append(chunk(usage=usage))
+    return events

@@ -1,0 +1,107 @@
+"""Runs the gateway as real processes (``aibridge api`` and ``aibridge worker``) for the tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx2
+import openai
+
+from shared.local import free_port
+
+FAST_TIMEOUTS = {
+    "AIBRIDGE_KEEPALIVE_INTERVAL": "1",
+    "AIBRIDGE_HEARTBEAT_INTERVAL": "0.5",
+    "AIBRIDGE_HEARTBEAT_TIMEOUT": "3",
+    "AIBRIDGE_PICKUP_TIMEOUT": "5",
+    "AIBRIDGE_UPSTREAM_CONNECT_TIMEOUT": "2",
+    "AIBRIDGE_UPSTREAM_READ_TIMEOUT": "2",
+    "AIBRIDGE_LOG_LEVEL": "info",
+}
+
+
+class Gateway:
+    def __init__(self, redis_url: str, upstream_url: str, **env: str) -> None:
+        self.port = free_port()
+        self.prefix = f"test-{uuid.uuid4().hex[:8]}:"
+        self.env = {
+            **os.environ,
+            **FAST_TIMEOUTS,
+            "AIBRIDGE_REDIS_URL": redis_url,
+            "AIBRIDGE_KEY_PREFIX": self.prefix,
+            "AIBRIDGE_OPENAI_BASE_URL": upstream_url,
+            "AIBRIDGE_OPENAI_API_KEY": "sk-upstream-test-key",
+            "AIBRIDGE_PORT": str(self.port),
+            **env,
+        }
+        self.api: subprocess.Popen[bytes] | None = None
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self._logs = Path(tempfile.mkdtemp(prefix="aibridge-test-"))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/openai/v1"
+
+    def _spawn(self, command: str) -> subprocess.Popen[bytes]:
+        log = open(self._logs / f"{command}-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
+        return subprocess.Popen(
+            [sys.executable, "-m", "shared.cli", command], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def start(self, workers: int = 1, wait_ready: bool = True) -> Gateway:
+        self.api = self._spawn("api")
+        for _ in range(workers):
+            self.add_worker()
+        self.wait_until(lambda: self._status("/healthz") == 200, "API up")
+        if wait_ready and workers:
+            self.wait_until(lambda: self._status("/readyz") == 200, "a live worker")
+        return self
+
+    def add_worker(self) -> subprocess.Popen[bytes]:
+        worker = self._spawn("worker")
+        self.workers.append(worker)
+        return worker
+
+    def _status(self, path: str) -> int | None:
+        try:
+            return httpx2.get(self.url + path, timeout=1).status_code
+        except httpx2.HTTPError:
+            return None
+
+    def wait_until(self, condition, what: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            if self.api is not None and self.api.poll() is not None:
+                raise RuntimeError(f"the API exited:\n{self.logs()}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"gave up waiting for {what}:\n{self.logs()}")
+            time.sleep(0.05)
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self._logs.iterdir()))
+
+    def client(self, **kwargs) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.base_url, api_key="client-key", max_retries=0, **kwargs)
+
+    def stop(self) -> None:
+        processes = [p for p in [self.api, *self.workers] if p is not None]
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

@@ -1,0 +1,32 @@
+"""Rewrites of upstream JSON that keep every other byte as the upstream sent it."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+
+def replace_id(raw: bytes, parsed: dict[str, Any], new_id_json: bytes) -> bytes:
+    """``raw`` with its top-level ``id`` value replaced by ``new_id_json`` (an encoded JSON string).
+
+    The upstream's id is matched as the first ``"id": <that value>`` in the text, so the rest stays
+    byte-for-byte as sent; when the text cannot be matched that way the object is re-encoded (key order kept).
+    """
+    old_id = parsed.get("id")
+    if not isinstance(old_id, str):
+        return _reencode(parsed, {"id": orjson.loads(new_id_json)})
+    pattern = re.compile(rb'"id"\s*:\s*' + re.escape(orjson.dumps(old_id)))
+    patched, count = pattern.subn(b'"id":' + new_id_json, raw, count=1)
+    if count:
+        return patched
+    return _reencode(parsed, {"id": orjson.loads(new_id_json)})
+
+
+def replace_id_and_usage(parsed: dict[str, Any], new_id_json: bytes, usage: dict[str, Any]) -> bytes:
+    return _reencode(parsed, {"id": orjson.loads(new_id_json), "usage": usage})
+
+
+def _reencode(parsed: dict[str, Any], replacements: dict[str, Any]) -> bytes:
+    return orjson.dumps({**parsed, **replacements})

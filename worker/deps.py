@@ -1,0 +1,98 @@
+"""What a worker's jobs need, built once per worker process and typed (instead of arq's ``ctx`` dict)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from arq.connections import ArqRedis
+from redis.exceptions import RedisError
+
+from shared.config import Settings
+from shared.keys import RedisKeys
+from shared.upstream import OpenAIUpstream, new_session
+from worker.control import ControlListener
+
+logger = logging.getLogger(__name__)
+
+DEPS_KEY = "aibridge"
+
+
+@dataclass
+class WorkerDeps:
+    settings: Settings
+    keys: RedisKeys
+    redis: ArqRedis
+    session: aiohttp.ClientSession
+    upstream: OpenAIUpstream
+    control: ControlListener
+    worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    _presence: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of(cls, ctx: dict[str, Any]) -> WorkerDeps:
+        return ctx[DEPS_KEY]
+
+    @classmethod
+    async def start(cls, settings: Settings, redis: ArqRedis, control: ControlListener) -> WorkerDeps:
+        session = new_session()
+        deps = cls(
+            settings=settings,
+            keys=RedisKeys(settings.key_prefix),
+            redis=redis,
+            session=session,
+            upstream=OpenAIUpstream(session, settings),
+            control=control,
+        )
+        control.start()
+        await deps._announce()
+        deps._presence = asyncio.create_task(deps._announce_forever())
+        return deps
+
+    async def close(self) -> None:
+        if self._presence is not None:
+            self._presence.cancel()
+            await asyncio.gather(self._presence, return_exceptions=True)
+        await self.control.stop()
+        await self.session.close()
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zrem(self.keys.workers, self.worker_id)
+                pipe.delete(self.keys.worker(self.worker_id))
+                await pipe.execute()
+        except RedisError as exc:
+            logger.warning("could not deregister worker %s: %s", self.worker_id, exc)
+
+    async def _announce(self) -> None:
+        """Record this worker as live: a heartbeat in the workers set and a description that expires."""
+        now = time.time()
+        ttl = max(1, int(self.settings.heartbeat_timeout))
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zadd(self.keys.workers, {self.worker_id: now})
+            pipe.zremrangebyscore(self.keys.workers, "-inf", now - 3600)
+            pipe.hset(
+                self.keys.worker(self.worker_id),
+                mapping={
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "jobs": self.control.running,
+                    "heartbeat": now,
+                },
+            )
+            pipe.expire(self.keys.worker(self.worker_id), ttl)
+            await pipe.execute()
+
+    async def _announce_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_interval)
+            try:
+                await self._announce()
+            except RedisError as exc:
+                logger.warning("worker heartbeat failed: %s", exc)

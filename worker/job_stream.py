@@ -1,0 +1,95 @@
+"""The writing end of one job's Redis Stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared.messages import MessageKind, StreamMessage
+
+logger = logging.getLogger(__name__)
+
+
+class JobStream:
+    """Appends StreamMessages to the stream of one interception.
+
+    The stream is capped (``MAXLEN ~``) and gets an expiry on its first write (covering a worker that dies
+    mid-job) and a shorter one, the retention, once ``done`` is written.
+    """
+
+    def __init__(self, redis: Redis, key: str, *, maxlen: int, retention: float, lifetime: float) -> None:
+        self._redis = redis
+        self._key = key
+        self._maxlen = maxlen
+        self._retention_ms = int(retention * 1000)
+        self._lifetime_ms = int(lifetime * 1000)
+        self._created = False
+        self.opened = False
+
+    async def _write(self, *messages: StreamMessage, expire_ms: int | None = None) -> None:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for message in messages:
+                pipe.xadd(self._key, message.to_fields(), maxlen=self._maxlen, approximate=True)
+            if expire_ms is None and not self._created:
+                expire_ms = self._lifetime_ms
+            if expire_ms is not None:
+                pipe.pexpire(self._key, expire_ms)
+            await pipe.execute()
+        self._created = True
+
+    async def heartbeat(self) -> None:
+        await self._write(StreamMessage(kind=MessageKind.HEARTBEAT))
+
+    async def open(self) -> None:
+        """Tell the API to start the client's SSE stream (headers, then pings while nothing else flows)."""
+        if not self.opened:
+            self.opened = True
+            await self._write(StreamMessage(kind=MessageKind.OPEN))
+
+    async def chunk(self, data: bytes) -> None:
+        message = StreamMessage(kind=MessageKind.CHUNK, data=data)
+        if self.opened:
+            await self._write(message)
+        else:
+            self.opened = True
+            await self._write(StreamMessage(kind=MessageKind.OPEN), message)
+
+    async def error(self, status: int, body: bytes) -> None:
+        """An OpenAI-shaped error: the HTTP answer before the stream opened, an SSE error event after."""
+        await self._write(StreamMessage(kind=MessageKind.ERROR, status=status, data=body))
+
+    async def result(self, status: int, body: bytes) -> None:
+        await self._write(StreamMessage(kind=MessageKind.RESULT, status=status, data=body))
+
+    async def done(self) -> None:
+        await self._write(StreamMessage(kind=MessageKind.DONE), expire_ms=self._retention_ms)
+
+    async def expire(self) -> None:
+        """Shorten the stream's life to the retention without ending it (the client has gone)."""
+        await self._redis.pexpire(self._key, self._retention_ms)
+
+    @contextlib.asynccontextmanager
+    async def heartbeats(self, interval: float) -> AsyncIterator[None]:
+        """Write a heartbeat now and every ``interval`` seconds while the block runs."""
+        await self.heartbeat()
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    await self.heartbeat()
+                except RedisError as exc:
+                    logger.warning("heartbeat to %s failed: %s", self._key, exc)
+
+        task = asyncio.create_task(beat())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

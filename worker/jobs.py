@@ -1,0 +1,63 @@
+"""arq jobs: plain ``async def f(ctx, ...)``; dependencies come from the typed WorkerDeps."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from shared.errors import error_body
+from shared.messages import ChatJob
+from worker.chat import ChatCompletionsInterception
+from worker.deps import WorkerDeps
+from worker.job_stream import JobStream
+
+logger = logging.getLogger(__name__)
+
+
+async def chat_completions(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
+    deps = WorkerDeps.of(ctx)
+    job = ChatJob.model_validate(payload)
+    interception_id = job.interception_id
+    if await deps.redis.exists(deps.keys.cancelled(interception_id)):
+        logger.info("interception %s: client left before the job started", interception_id)
+        return
+    logger.debug(
+        "interception %s: picked up after %.1f ms", interception_id, (time.time() - job.enqueued_at) * 1e3
+    )
+    stream = JobStream(
+        deps.redis,
+        deps.keys.stream(interception_id),
+        maxlen=deps.settings.stream_maxlen,
+        retention=deps.settings.stream_retention,
+        lifetime=deps.settings.job_timeout + deps.settings.stream_retention,
+    )
+    interception = ChatCompletionsInterception(job, deps.upstream, stream)
+    async with stream.heartbeats(deps.settings.heartbeat_interval):
+        work = asyncio.create_task(interception.run())
+        deps.control.register(interception_id, work)
+        try:
+            await work
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            logger.info("interception %s: cancelled, client gone", interception_id)
+        except Exception:
+            logger.exception("interception %s: worker error", interception_id)
+            await _report_worker_error(stream)
+        finally:
+            deps.control.unregister(interception_id)
+    if work.cancelled():
+        await stream.expire()
+
+
+async def _report_worker_error(stream: JobStream) -> None:
+    try:
+        await stream.error(500, error_body("the gateway failed while handling the request", "server_error"))
+        await stream.done()
+    except RedisError as exc:
+        logger.warning("could not report the worker error: %s", exc)
