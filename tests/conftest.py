@@ -21,7 +21,9 @@ def redis_url() -> Iterator[str]:
         return
     found = find_redis_server()
     if found is None:
-        pytest.fail("no redis-server binary: install one (Debian: redis-server) or set AIBRIDGE_TEST_REDIS_URL")
+        pytest.fail(
+            "no redis-server binary: install one (Debian: redis-server) or set AIBRIDGE_TEST_REDIS_URL"
+        )
     workdir = tempfile.mkdtemp(prefix="aibridge-test-redis-")
     port = free_port()
     process = start_redis(found[0], port, workdir)

@@ -113,7 +113,9 @@ class FakeUpstream:
         with self._lock:
             scenario = self._scenarios.get(body.get("model"))
         if scenario is None:
-            return web.json_response({"error": {"message": "unknown model", "type": "invalid_request_error"}}, status=404)
+            return web.json_response(
+                {"error": {"message": "unknown model", "type": "invalid_request_error"}}, status=404
+            )
         received = Received(request.path, dict(request.headers), body)
         scenario.received.append(received)
         index = len(scenario.received) - 1
@@ -155,6 +157,7 @@ class FakeUpstream:
                 closed()
                 return response
             if reply.drop_after == number:
+                await asyncio.sleep(0.2)  # let the reader take what was sent before the connection breaks
                 request.transport.close()  # type: ignore[union-attr]
                 return response
             if reply.pause_after == number and not await wait(reply.pause):
@@ -165,7 +168,9 @@ class FakeUpstream:
         return response
 
 
-def chunk(content: str | None = None, *, cid: str = "chatcmpl-upstream", usage: Any = None, **extra: Any) -> bytes:
+def chunk(
+    content: str | None = None, *, cid: str = "chatcmpl-upstream", usage: Any = None, **extra: Any
+) -> bytes:
     """An OpenAI chat.completion.chunk as the upstream would send it."""
     delta: dict[str, Any] = {} if content is None else {"content": content}
     body: dict[str, Any] = {

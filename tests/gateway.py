@@ -54,7 +54,7 @@ class Gateway:
         return f"{self.url}/openai/v1"
 
     def _spawn(self, command: str) -> subprocess.Popen[bytes]:
-        log = open(self._logs / f"{command}-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115
+        log = open(self._logs / f"{command}-{time.monotonic_ns()}.log", "wb")
         return subprocess.Popen(
             [sys.executable, "-m", "shared.cli", command], env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
@@ -89,7 +89,9 @@ class Gateway:
             time.sleep(0.05)
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self._logs.iterdir()))
+        return "\n".join(
+            f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self._logs.iterdir())
+        )
 
     def client(self, **kwargs) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.base_url, api_key="client-key", max_retries=0, **kwargs)
