@@ -52,6 +52,10 @@ class WorkerDeps:
             control=control,
         )
         control.start()
+        try:  # announce only once wake-ups can reach this worker
+            await asyncio.wait_for(control.subscribed.wait(), settings.heartbeat_timeout)
+        except TimeoutError:
+            logger.warning("control channel not subscribed yet; jobs are picked up by polling until it is")
         await deps._announce()
         deps._presence = asyncio.create_task(deps._announce_forever())
         return deps
