@@ -2,10 +2,10 @@
 
     python -m bench.fake_upstream --port 9000 --ttft 0.05 --delay 0.01 --chunks 100
 
-``POST /v1/chat/completions`` with ``"stream": true`` answers with ``chunks`` chat.completion.chunk SSE events,
-the first after ``ttft`` seconds and the others ``delay`` seconds apart (on a fixed schedule, so the sleeps do
-not drift), then a usage chunk and ``data: [DONE]``. Without ``"stream": true`` it answers one chat.completion
-after ``ttft``. ``GET /v1/models`` lists one model.
+``POST /v1/chat/completions`` with ``"stream": true`` answers with ``chunks`` chat.completion.chunk SSE
+events, the first after ``ttft`` seconds and the others ``delay`` seconds apart (on a fixed schedule, so the
+sleeps do not drift), then a usage chunk and ``data: [DONE]``. Without ``"stream": true`` it answers one
+chat.completion after ``ttft``. ``GET /v1/models`` lists one model.
 
 A request may override the timing with the bench-only body fields ``bench_ttft``, ``bench_delay`` and
 ``bench_chunks`` (the gateway passes unknown fields through unchanged).
@@ -48,7 +48,11 @@ def _chunk(delta: dict[str, Any] | None, usage: dict[str, int] | None = None) ->
 
 
 def _usage(chunks: int) -> dict[str, int]:
-    return {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": chunks, "total_tokens": PROMPT_TOKENS + chunks}
+    return {
+        "prompt_tokens": PROMPT_TOKENS,
+        "completion_tokens": chunks,
+        "total_tokens": PROMPT_TOKENS + chunks,
+    }
 
 
 @functools.lru_cache(maxsize=64)
@@ -151,7 +155,10 @@ class FakeOpenAI:
 
 
 async def serve(host: str, port: int, fake: FakeOpenAI) -> None:
-    runner = web.AppRunner(fake.app(), handle_signals=False, access_log=None)
+    # a client that leaves cancels its handler; a stop does not wait long for streams in flight
+    runner = web.AppRunner(
+        fake.app(), handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
+    )
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
     await site.start()
