@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import timedelta
 from typing import Any
 
+import orjson
+from arq.connections import ArqRedis
+from arq.constants import job_key_prefix
+from arq.jobs import serialize_job
 from redis.exceptions import RedisError
 
 from api.state import ApiState
+from shared.keys import RedisKeys
 from shared.messages import ChatJob, ControlMessage
 
 logger = logging.getLogger(__name__)
@@ -18,15 +22,20 @@ logger = logging.getLogger(__name__)
 JOB_FUNCTION = "chat_completions"
 
 
-async def enqueue(state: ApiState, job: ChatJob) -> None:
-    """Queue ``job`` for a worker and wake the idle workers. It expires if no worker takes it in time."""
-    await state.redis.enqueue_job(
-        JOB_FUNCTION,
-        job.model_dump(mode="json"),
-        _job_id=job.interception_id,
-        _expires=timedelta(seconds=state.settings.pickup_timeout),
+async def enqueue(redis: ArqRedis, keys: RedisKeys, job: ChatJob, *, expires: float) -> None:
+    """Queue ``job`` as an arq job and push its id on the pending list the workers block on, in one round trip.
+
+    The job expires unless a worker takes it within ``expires`` seconds.
+    """
+    enqueued_ms = int(job.enqueued_at * 1000)
+    data = serialize_job(
+        JOB_FUNCTION, (job.model_dump(mode="json"),), {}, None, enqueued_ms, serializer=orjson.dumps
     )
-    await state.redis.publish(state.keys.control, ControlMessage(action="wake").encode())
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.psetex(job_key_prefix + job.interception_id, int(expires * 1000), data)
+        pipe.zadd(keys.queue, {job.interception_id: enqueued_ms})
+        pipe.rpush(keys.pending, job.interception_id)
+        await pipe.execute()
 
 
 async def cancel(state: ApiState, interception_id: str) -> None:

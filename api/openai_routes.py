@@ -50,7 +50,8 @@ def parse_chat_request(raw: bytes) -> dict[str, Any]:
 async def chat_completions(request: Request, state: State) -> Response:
     body = parse_chat_request(await request.body())
     interception_id = str(uuid.uuid4())
-    await enqueue(state, new_chat_job(interception_id, body, request.headers.get("user-agent")))
+    job = new_chat_job(interception_id, body, request.headers.get("user-agent"))
+    await enqueue(state.redis, state.keys, job, expires=state.settings.pickup_timeout)
     response = await answer(state, interception_id, request)
     response.headers["X-AIBridge-Interception-Id"] = interception_id
     return response

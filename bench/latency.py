@@ -4,15 +4,17 @@ time from enqueuing a job to a worker starting it.
     python -m bench.latency [--quick]
 
 Starts, as subprocesses, the fake upstream (``bench.fake_upstream``), one gateway API and one worker pointed
-at it, a second worker that is never woken (``AIBRIDGE_WORKER_IDLE_POLL=0.5``, its own key prefix) and a load
-generator (this module with ``--loadgen``: aiohttp on uvloop, in a process of its own so that its work does
-not share an event loop with anything measured). Then:
+at it, and a load generator (this module with ``--loadgen``: aiohttp on uvloop, in a process of its own so
+that its work does not share an event loop with anything measured). Then:
 
 * streams: for 1 and 50 concurrent streams, rounds alternate between the upstream directly and the gateway
-  (after a warm-up of each); per stream, the time to the first ``data:`` event and to ``[DONE]``;
-* enqueue-to-start: from just before the arq ``enqueue_job`` (and the wake-up ``PUBLISH``, as ``api.jobs``
-  does) to the first entry the worker writes on the job's stream (its heartbeat), one job at a time;
-  then the same without the ``PUBLISH``, against the worker that only polls, to show what polling costs.
+  (after a warm-up of each); per stream, the time to the first ``data:`` event and to ``[DONE]``, and the CPU
+  time of each process (Redis included);
+* enqueue-to-start: from just before ``api.jobs.enqueue`` (job key, queue entry and pending-list entry in one
+  round trip, as the API enqueues) to the first entry the worker writes on the job's stream (its heartbeat):
+  one job at a time, 50 at once, one at a time while 50 others run, and one at a time with the pending entry
+  lost, so that only the worker's periodic sweep of the queue can find the job;
+* streams again at 50 concurrent streams, after a second worker (same settings) has joined the first.
 
 Prints markdown tables on stdout (progress goes to stderr). Only 127.0.0.1 is contacted. Every process it
 starts is stopped in ``finally`` blocks and every wait has a timeout. Redis: redis://127.0.0.1:6379/0 if it
@@ -38,12 +40,13 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, ClassVar
 
 import aiohttp
 import orjson
+
+from shared.keys import RedisKeys
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -51,8 +54,6 @@ DEFAULT_REDIS_URL = f"redis://{HOST}:6379/0"
 
 TARGET_ENQUEUE_TO_START_P50 = 0.005
 TARGET_ADDED_TTFT_P50 = 0.010
-CONCURRENCIES = (1, 50)
-POLL_WORKER_IDLE_POLL = 0.5
 BURST = 50  # jobs enqueued at once
 BUSY = 50  # jobs left running (waiting on the upstream) while others are timed
 STREAM_TIMEOUT = 30.0
@@ -65,11 +66,11 @@ JOB_WAIT_TIMEOUT = 5.0
 class Plan:
     chunks: int  # content chunks per streamed answer (the fake upstream's --chunks)
     single_pairs: int  # rounds of one direct and one gateway stream, at 1 stream
-    concurrent_rounds: int  # rounds per target at 50 streams
-    wake_jobs: int
-    poll_jobs: int
+    concurrent_rounds: int  # rounds per target at 50 streams, with one worker and then with two
+    single_jobs: int  # jobs timed one at a time
     burst_rounds: int  # rounds of BURST jobs enqueued at once
     busy_jobs: int  # jobs timed while BUSY others run
+    sweep_jobs: int  # jobs timed one at a time without their pending entry
     deadline: float  # the whole run, start-up included
 
 
@@ -77,20 +78,20 @@ FULL = Plan(
     chunks=100,
     single_pairs=30,
     concurrent_rounds=5,
-    wake_jobs=200,
-    poll_jobs=40,
+    single_jobs=200,
     burst_rounds=4,
     busy_jobs=50,
+    sweep_jobs=20,
     deadline=240,
 )
 QUICK = Plan(
     chunks=20,
     single_pairs=6,
     concurrent_rounds=2,
-    wake_jobs=50,
-    poll_jobs=10,
+    single_jobs=50,
     burst_rounds=1,
     busy_jobs=20,
+    sweep_jobs=5,
     deadline=60,
 )
 
@@ -254,6 +255,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_name(pid: int) -> str:
+    """The command name of a process (Linux /proc; empty where unavailable)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
+
+
 class Processes:
     """Subprocesses with their output in log files; all stopped by ``stop_all``."""
 
@@ -342,18 +351,25 @@ class Streams:
         return len(self.ttft) + len(self.errors)
 
 
-PROCESSES_TIMED = ("upstream", "loadgen", "api", "worker")
+PROCESSES_TIMED = ("upstream", "loadgen", "redis", "api", "workers")
 
 
 @dataclass
 class StreamPhase:
     concurrency: int
+    workers: int
     direct: Streams = field(default_factory=Streams)
     gateway: Streams = field(default_factory=Streams)
-    # CPU seconds each process used during the rounds of each path
+    # CPU seconds each process (or group of processes) used during the measured rounds of each path
     cpu: dict[str, dict[str, float]] = field(
         default_factory=lambda: {t: dict.fromkeys(PROCESSES_TIMED, 0.0) for t in ("direct", "gateway")}
     )
+    # wall-clock seconds of the measured rounds of each path
+    wall: dict[str, float] = field(default_factory=lambda: {"direct": 0.0, "gateway": 0.0})
+
+    @property
+    def label(self) -> str:
+        return f"{self.concurrency}" if self.workers == 1 else f"{self.concurrency}, {self.workers} workers"
 
 
 def chat_body(**extra: Any) -> dict[str, Any]:
@@ -372,9 +388,10 @@ async def stream_phase(
     concurrency: int,
     rounds: int,
     plan: Plan,
-    pids: dict[str, int],
+    pids: dict[str, list[int]],
 ) -> StreamPhase:
-    phase = StreamPhase(concurrency)
+    """``pids``: the processes of each entry of PROCESSES_TIMED (their CPU times are summed)."""
+    phase = StreamPhase(concurrency, len(pids["workers"]))
     body = chat_body()
     expected = plan.chunks + 1  # content chunks and the usage chunk
     for target in ("direct", "gateway"):  # warm-up: open the connections, fill caches
@@ -384,12 +401,14 @@ async def stream_phase(
         order = ("direct", "gateway") if number % 2 == 0 else ("gateway", "direct")
         for target in order:
             await asyncio.sleep(0.1)  # let the previous round's tail (stream expiry, job cleanup) settle
-            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            before = {name: sum(map(cpu_seconds, group)) for name, group in pids.items()}
+            began = time.perf_counter()
             results = await loadgen.run(urls[target], concurrency, body, expected)
-            for name, pid in pids.items():
-                phase.cpu[target][name] += cpu_seconds(pid) - before[name]
+            phase.wall[target] += time.perf_counter() - began
+            for name, group in pids.items():
+                phase.cpu[target][name] += sum(map(cpu_seconds, group)) - before[name]
             getattr(phase, target).add(results)
-        log(f"{concurrency} stream(s): round {number + 1}/{rounds} done")
+        log(f"{phase.label} stream(s): round {number + 1}/{rounds} done")
     return phase
 
 
@@ -402,25 +421,37 @@ class PickupRun:
     first_kinds: set[str] = field(default_factory=set)
 
 
+@dataclass(frozen=True)
+class LostPendingKeys(RedisKeys):
+    """A gateway's keys, except that the pending-list entry goes to a list no worker reads: a job enqueued
+    with these is one whose pending entry was lost, which only the workers' sweep of the queue can find.
+
+    (Enqueuing as usual and then ``LREM``-ing the entry does not do that: a worker blocked in ``BLPOP`` is
+    served as soon as the ``EXEC`` ends, before the ``LREM`` arrives.)"""
+
+    @property
+    def pending(self) -> str:
+        return f"{self.prefix}bench-lost-pending"
+
+
 class Enqueuer:
-    """Enqueues chat jobs straight onto a gateway's queue, as ``api.jobs.enqueue`` does (the wake-up
-    ``PUBLISH`` optional), and times each until the first entry on its stream."""
+    """Enqueues chat jobs straight onto a gateway's queue with ``api.jobs.enqueue``, as the API does, and
+    times each until the first entry on its stream."""
 
     # a short answer, so that jobs do not pile up behind the measurement
     SHORT: ClassVar[dict[str, int]] = {"bench_ttft": 0, "bench_delay": 0, "bench_chunks": 1}
 
     def __init__(self, redis: Any, prefix: str) -> None:
-        from shared.keys import RedisKeys
-        from shared.messages import ControlMessage
+        from shared.config import Settings
 
         self.redis = redis
         self.keys = RedisKeys(prefix)
-        self._wake = ControlMessage(action="wake").encode()
+        # the gateway runs with the default, which the API passes as ``expires``
+        self.expires: float = Settings.model_fields["pickup_timeout"].default
 
     @classmethod
     @contextlib.asynccontextmanager
     async def connect(cls, redis_url: str, prefix: str) -> AsyncIterator[Enqueuer]:
-        from shared.keys import RedisKeys
         from shared.redis import connect
 
         redis = await connect(redis_url, RedisKeys(prefix))
@@ -429,15 +460,14 @@ class Enqueuer:
         finally:
             await redis.aclose()
 
-    async def enqueue(self, interception_id: str, body: dict[str, Any], wake: bool) -> None:
-        from api.jobs import JOB_FUNCTION, new_chat_job
+    async def enqueue(
+        self, interception_id: str, body: dict[str, Any], keys: RedisKeys | None = None
+    ) -> None:
+        """As the API's route does; ``keys`` replaces the gateway's (see ``LostPendingKeys``)."""
+        from api.jobs import enqueue, new_chat_job
 
-        payload = new_chat_job(interception_id, body, "aibridge-bench").model_dump(mode="json")
-        await self.redis.enqueue_job(
-            JOB_FUNCTION, payload, _job_id=interception_id, _expires=timedelta(seconds=30)
-        )
-        if wake:
-            await self.redis.publish(self.keys.control, self._wake)
+        job = new_chat_job(interception_id, body, "aibridge-bench")
+        await enqueue(self.redis, keys or self.keys, job, expires=self.expires)
 
     async def cancel(self, interception_id: str) -> None:
         """As ``api.jobs.cancel`` does: mark it cancelled and tell the workers."""
@@ -454,12 +484,12 @@ class Enqueuer:
         first = await self.redis.xread({stream_key: "0-0"}, count=1, block=int(JOB_WAIT_TIMEOUT * 1000))
         return first[0][1][0] if first else None
 
-    async def timed_job(self, run: PickupRun, wake: bool) -> None:
+    async def timed_job(self, run: PickupRun, keys: RedisKeys | None = None) -> None:
         """One short job, timed to its first stream entry, then followed to ``done``; drops its stream."""
         interception_id = str(uuid.uuid4())
         stream_key = self.keys.stream(interception_id)
         start = time.perf_counter()
-        await self.enqueue(interception_id, chat_body(**self.SHORT), wake)
+        await self.enqueue(interception_id, chat_body(**self.SHORT), keys)
         enqueued = time.perf_counter()
         first = await self.first_entry(interception_id)
         arrived = time.perf_counter()
@@ -481,19 +511,29 @@ class Enqueuer:
             run.errors += 1
         await self.redis.delete(stream_key)
 
-    async def sequential(self, label: str, jobs: int, wake: bool, jitter: float) -> PickupRun:
+    async def sequential(
+        self, label: str, jobs: int, jitter: float, keys: RedisKeys | None = None
+    ) -> PickupRun:
         """``jobs`` jobs one after the other, each at a random moment up to ``jitter`` s after the last."""
         run = PickupRun(label)
         for _ in range(jobs):
             await asyncio.sleep(random.uniform(0, jitter))
-            await self.timed_job(run, wake)
+            await self.timed_job(run, keys)
         return run
 
+    async def swept(self, label: str, jobs: int, idle_poll: float) -> PickupRun:
+        """Jobs one at a time without their pending entry, each at a random moment of the sweep cycle."""
+        lost = LostPendingKeys(self.keys.prefix)
+        try:
+            return await self.sequential(label, jobs, idle_poll, lost)
+        finally:
+            await self.redis.delete(lost.pending)
+
     async def bursts(self, label: str, size: int, rounds: int) -> PickupRun:
-        """``rounds`` times ``size`` jobs enqueued at once, each with its wake-up (as ``size`` requests)."""
+        """``rounds`` times ``size`` jobs enqueued at once (as ``size`` concurrent requests)."""
         run = PickupRun(label)
         for _ in range(rounds):
-            await asyncio.gather(*(self.timed_job(run, True) for _ in range(size)))
+            await asyncio.gather(*(self.timed_job(run) for _ in range(size)))
             await asyncio.sleep(0.2)
         return run
 
@@ -503,11 +543,11 @@ class Enqueuer:
         slow = chat_body(bench_ttft=STREAM_TIMEOUT, bench_chunks=1)
         try:
             for interception_id in waiting:
-                await self.enqueue(interception_id, slow, True)
+                await self.enqueue(interception_id, slow)
             started = await asyncio.gather(*(self.first_entry(i) for i in waiting))
             if not all(started):
                 raise RuntimeError("the worker did not start the background jobs")
-            return await self.sequential(label, jobs, True, 0.005)
+            return await self.sequential(label, jobs, 0.005)
         finally:
             for interception_id in waiting:
                 await self.cancel(interception_id)
@@ -545,14 +585,14 @@ def report(plan: Plan, phases: list[StreamPhase], pickups: list[PickupRun], elap
         f"Python {platform.python_version()}, run took {elapsed:.0f} s)",
         "",
         f"Fake upstream: first chunk after 50 ms, then one every 10 ms, {plan.chunks} content chunks "
-        "+ a usage chunk. One API, one worker. Times in ms. p99 is the nearest-rank p99: with fewer "
-        "than 100 samples, the maximum.",
+        "+ a usage chunk. One API and one worker, then a second worker for the last stream phase. Times in "
+        "ms. p99 is the nearest-rank p99: with fewer than 100 samples, the maximum.",
         "",
         "## Time to first chunk (TTFT) and completion time per stream",
         "",
         "| streams | path | streams measured | errors | TTFT p50 | TTFT p90 | TTFT p99 "
         "| completion p50 | completion p99 |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for phase in phases:
         for name in ("direct", "gateway"):
@@ -567,12 +607,12 @@ def report(plan: Plan, phases: list[StreamPhase], pickups: list[PickupRun], elap
                     (s.completion, 99),
                 )
             )
-            lines.append(f"| {phase.concurrency} | {name} | {s.count} | {len(s.errors)} | {cells} |")
+            lines.append(f"| {phase.label} | {name} | {s.count} | {len(s.errors)} | {cells} |")
         d, g = phase.direct, phase.gateway
         diff = {p: percentile(g.ttft, p) - percentile(d.ttft, p) for p in (50, 90, 99)}
         done = {p: percentile(g.completion, p) - percentile(d.completion, p) for p in (50, 99)}
         lines.append(
-            f"| {phase.concurrency} | **added** (gateway - direct) | | | **{ms(diff[50], True)}** "
+            f"| {phase.label} | **added** (gateway - direct) | | | **{ms(diff[50], True)}** "
             f"| {ms(diff[90], True)} | {ms(diff[99], True)} | {ms(done[50], True)} | {ms(done[99], True)} |"
         )
     errors = [e for phase in phases for s in (phase.direct, phase.gateway) for e in s.errors]
@@ -583,32 +623,41 @@ def report(plan: Plan, phases: list[StreamPhase], pickups: list[PickupRun], elap
         "## Added TTFT against the target",
         "",
         "| streams | added TTFT p50 | target | | added TTFT p90 | added TTFT p99 |",
-        "|---:|---:|---:|---|---:|---:|",
+        "|---|---:|---:|---|---:|---:|",
     ]
     for phase in phases:
         added = {
             p: percentile(phase.gateway.ttft, p) - percentile(phase.direct.ttft, p) for p in (50, 90, 99)
         }
         lines.append(
-            f"| {phase.concurrency} | {ms(added[50], True)} | ≤ {ms(TARGET_ADDED_TTFT_P50)} "
+            f"| {phase.label} | {ms(added[50], True)} | ≤ {ms(TARGET_ADDED_TTFT_P50)} "
             f"| {verdict(added[50], TARGET_ADDED_TTFT_P50)} | {ms(added[90], True)} | {ms(added[99], True)} |"
         )
+    events = plan.chunks + 1
     lines += [
         "",
         "## CPU time per stream (ms; from /proc, 10 ms ticks, summed over the measured rounds)",
         "",
-        "| streams | path | fake upstream | load generator | API | worker |",
-        "|---:|---|---:|---:|---:|---:|",
+        f"Gateway per chunk: the API's and the worker(s)' CPU per stream divided by its {events} chunks, in "
+        "µs. CPUs busy: the CPU time of all the processes listed divided by the wall time of the rounds.",
+        "",
+        "| streams | path | fake upstream | load generator | Redis | API | worker(s) "
+        "| gateway per chunk (µs) | CPUs busy |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for phase in phases:
         for name in ("direct", "gateway"):
             count = max(1, getattr(phase, name).count)
             used = phase.cpu[name]
             cells = " | ".join(ms(used[p] / count) for p in PROCESSES_TIMED)
-            lines.append(f"| {phase.concurrency} | {name} | {cells} |")
+            per_chunk = (used["api"] + used["workers"]) / count / events * 1e6
+            busy = sum(used.values()) / phase.wall[name] if phase.wall[name] else math.nan
+            lines.append(
+                f"| {phase.label} | {name} | {cells} | {per_chunk:.0f} | {busy:.2f} of {os.cpu_count()} |"
+            )
     lines += [
         "",
-        "## Enqueue to start (enqueue_job [+ PUBLISH wake] → first entry on the job's stream)",
+        "## Enqueue to start (enqueue → first entry on the job's stream)",
         "",
         "| mode | jobs | errors | enqueue call p50 | to start p50 | p90 | p99 | max | target p50 | |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
@@ -624,8 +673,10 @@ def report(plan: Plan, phases: list[StreamPhase], pickups: list[PickupRun], elap
     kinds = sorted({kind for run in pickups for kind in run.first_kinds})
     lines += [
         "",
-        "The target applies to the first row (one job at a time, woken as the API does); the other rows "
-        f"show what the same pickup costs without the wake-up, in a burst, or behind running jobs. First "
+        "Jobs are enqueued with `api.jobs.enqueue` (job key, queue entry and pending-list entry in one "
+        "round trip), as the API does. The target applies to the first row (one job at a time); the others "
+        "show the same pickup in a burst, behind running jobs, and when the pending entry is lost and only "
+        "the worker's sweep of the queue (once per idle poll, jobs older than 500 ms) finds the job. First "
         f"entry kinds seen: {', '.join(kinds) or 'none'}.",
     ]
     return "\n".join(lines)
@@ -643,7 +694,25 @@ async def redis_answers(url: str) -> bool:
         await client.aclose()
 
 
+async def redis_pid(redis_url: str, own_redis: subprocess.Popen[bytes] | None) -> list[int]:
+    """The Redis server's process, if it runs on this machine (for its CPU time)."""
+    if own_redis is not None:
+        return [own_redis.pid]
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url)
+    try:
+        pid = int((await client.info("server"))["process_id"])
+    finally:
+        await client.aclose()
+    if "redis" in process_name(pid):
+        return [pid]
+    log("the Redis server's process is not visible here: its CPU time is not counted")
+    return []
+
+
 async def run(plan: Plan, redis_url: str | None) -> str:
+    from shared.config import Settings
     from shared.local import find_redis_server, start_redis
 
     began = time.monotonic()
@@ -651,8 +720,8 @@ async def run(plan: Plan, redis_url: str | None) -> str:
     processes = Processes(logdir)
     own_redis: subprocess.Popen[bytes] | None = None
     loadgen: LoadGen | None = None
-    run_id = uuid.uuid4().hex[:8]
-    prefix, poll_prefix = f"bench-{run_id}:", f"bench-{run_id}-poll:"
+    prefix = f"bench-{uuid.uuid4().hex[:8]}:"
+    idle_poll: float = Settings.model_fields["worker_idle_poll"].default  # the workers run with it
     failed = True
     main_task = asyncio.current_task()
     if main_task is not None:  # a SIGTERM stops the run through the finally blocks below
@@ -669,7 +738,7 @@ async def run(plan: Plan, redis_url: str | None) -> str:
                     log(f"no Redis at {DEFAULT_REDIS_URL}; starting {found[0]} on port {port}")
                     own_redis = start_redis(found[0], port, str(logdir))
                     redis_url = f"redis://{HOST}:{port}/0"
-            upstream_port, api_port, poll_api_port = free_port(), free_port(), free_port()
+            upstream_port, api_port = free_port(), free_port()
             upstream_url = f"http://{HOST}:{upstream_port}/v1"
             api_url = f"http://{HOST}:{api_port}"
             processes.spawn(
@@ -679,20 +748,11 @@ async def run(plan: Plan, redis_url: str | None) -> str:
             env = gateway_env(redis_url, prefix, upstream_url, api_port)
             api = processes.spawn("api", ["-m", "shared.cli", "api"], env)
             worker = processes.spawn("worker", ["-m", "shared.cli", "worker"], env)
-            poll_env = gateway_env(
-                redis_url,
-                poll_prefix,
-                upstream_url,
-                poll_api_port,
-                AIBRIDGE_WORKER_IDLE_POLL=str(POLL_WORKER_IDLE_POLL),
-            )
-            processes.spawn("poll-worker", ["-m", "shared.cli", "worker"], poll_env)
             loadgen = await LoadGen.start(logdir / "loadgen.log")
-            log(f"started upstream, API, worker, polling worker, load generator (logs in {logdir})")
+            log(f"started upstream, API, worker, load generator (logs in {logdir})")
 
             from redis.asyncio import Redis
 
-            probe = Redis.from_url(redis_url)
             http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
             try:
 
@@ -700,33 +760,18 @@ async def run(plan: Plan, redis_url: str | None) -> str:
                     async with http.get(url) as response:
                         return response.status
 
-                async def subscribed(channel: str) -> bool:
-                    return dict(await probe.pubsub_numsub(channel)).get(channel.encode(), 0) > 0
-
                 async def upstream_up() -> bool:
                     return await status(f"{upstream_url}/models") == 200
 
                 async def api_ready() -> bool:
                     return await status(f"{api_url}/readyz") == 200
 
-                async def poll_worker_live() -> bool:
-                    return await probe.zcount(f"{poll_prefix}workers", time.time() - 15, "+inf") > 0
-
                 await wait_until(upstream_up, "the fake upstream", processes)
+                # /readyz counts announced workers, and a worker announces itself once it can take
+                # cancellations (subscribed to the control channel)
                 await wait_until(api_ready, "the API's /readyz", processes)
-                await wait_until(poll_worker_live, "the polling worker", processes)
-                # /readyz counts announced workers; the wake-up needs the control subscription as well
-                await wait_until(
-                    lambda: subscribed(f"{prefix}control"), "the worker's subscription", processes
-                )
-                await wait_until(
-                    lambda: subscribed(f"{poll_prefix}control"),
-                    "the polling worker's subscription",
-                    processes,
-                )
             finally:
                 await http.close()
-                await probe.aclose()
             log(f"ready after {time.monotonic() - began:.1f} s")
 
             urls = {
@@ -734,30 +779,44 @@ async def run(plan: Plan, redis_url: str | None) -> str:
                 "gateway": f"{api_url}/openai/v1/chat/completions",
             }
             pids = {
-                "upstream": processes.running["upstream"].pid,
-                "loadgen": loadgen.pid,
-                "api": api.pid,
-                "worker": worker.pid,
+                "upstream": [processes.running["upstream"].pid],
+                "loadgen": [loadgen.pid],
+                "redis": await redis_pid(redis_url, own_redis),
+                "api": [api.pid],
+                "workers": [worker.pid],
             }
             phases = [
                 await stream_phase(loadgen, urls, 1, plan.single_pairs, plan, pids),
                 await stream_phase(loadgen, urls, 50, plan.concurrent_rounds, plan, pids),
             ]
             pickups = []
-            async with Enqueuer.connect(redis_url, prefix) as woken:
-                await woken.sequential("warm-up", 5, True, 0.005)
-                label = "one at a time, wake-up PUBLISH (as the API does)"
-                pickups.append(await woken.sequential(label, plan.wake_jobs, True, 0.005))
-                log("enqueue-to-start with wake-ups done")
-                label = f"{BURST} enqueued at once, with wake-ups"
-                pickups.append(await woken.bursts(label, BURST, plan.burst_rounds))
-                label = f"one at a time, with wake-up, while {BUSY} other jobs run"
-                pickups.append(await woken.with_jobs_running(label, BUSY, plan.busy_jobs))
+            async with Enqueuer.connect(redis_url, prefix) as enqueuer:
+                await enqueuer.sequential("warm-up", 5, 0.005)
+                label = "one at a time (as the API enqueues)"
+                pickups.append(await enqueuer.sequential(label, plan.single_jobs, 0.005))
+                log("enqueue-to-start one at a time done")
+                label = f"{BURST} enqueued at once"
+                pickups.append(await enqueuer.bursts(label, BURST, plan.burst_rounds))
+                label = f"one at a time while {BUSY} other jobs run"
+                pickups.append(await enqueuer.with_jobs_running(label, BUSY, plan.busy_jobs))
                 log("enqueue-to-start in a burst and behind running jobs done")
-            async with Enqueuer.connect(redis_url, poll_prefix) as polled:
-                label = f"one at a time, no wake-up (idle poll {POLL_WORKER_IDLE_POLL} s)"
-                pickups.append(await polled.sequential(label, plan.poll_jobs, False, POLL_WORKER_IDLE_POLL))
-            log("enqueue-to-start by polling done")
+                label = f"no pending entry: picked up by the sweep (idle poll {idle_poll:g} s)"
+                pickups.append(await enqueuer.swept(label, plan.sweep_jobs, idle_poll))
+                log("enqueue-to-start by the sweep done")
+
+            second = processes.spawn("worker-2", ["-m", "shared.cli", "worker"], env)
+            probe = Redis.from_url(redis_url)
+            try:
+
+                async def two_workers() -> bool:
+                    return await probe.zcount(f"{prefix}workers", time.time() - 15, "+inf") >= 2
+
+                await wait_until(two_workers, "the second worker", processes)
+            finally:
+                await probe.aclose()
+            log("second worker ready")
+            pids["workers"] = [worker.pid, second.pid]
+            phases.append(await stream_phase(loadgen, urls, 50, plan.concurrent_rounds, plan, pids))
             processes.check()
             failed = False
             return report(plan, phases, pickups, time.monotonic() - began)
@@ -768,7 +827,7 @@ async def run(plan: Plan, redis_url: str | None) -> str:
         processes.stop_all()
         if redis_url is not None and own_redis is None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(delete_prefixed(redis_url, [prefix, poll_prefix]), 10)
+                await asyncio.wait_for(delete_prefixed(redis_url, [prefix]), 10)
         if own_redis is not None:
             own_redis.terminate()
             try:
@@ -783,7 +842,7 @@ async def run(plan: Plan, redis_url: str | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter streams and jobs (< 30 s)")
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter streams and jobs (< 40 s)")
     parser.add_argument(
         "--redis-url", help=f"Redis to use (default {DEFAULT_REDIS_URL}, else one of its own)"
     )

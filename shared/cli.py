@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     if settings.log_level.lower() != "debug":
         logging.getLogger("arq.worker").setLevel(logging.WARNING)  # its job lines would log request bodies
+        logging.getLogger("httpx2").setLevel(logging.WARNING)  # a line per MCP request
     if args.command == "api":
         return _run_api(settings)
     if args.command == "worker":

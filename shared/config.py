@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
-    TomlConfigSettingsSource,
 )
+
+from shared.mcp.config import McpServerConfig
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -46,6 +49,18 @@ class Settings(BaseSettings):
     worker_max_jobs: int = Field(default=500, ge=1)
     job_timeout: float = Field(default=3600.0, gt=0)
     worker_idle_poll: float = Field(default=1.0, gt=0)
+
+    mcp_servers: list[McpServerConfig] = Field(default_factory=list)
+    mcp_call_timeout: float = Field(default=600.0, gt=0)
+    mcp_max_rounds: int = Field(default=16, ge=1)
+
+    @field_validator("mcp_servers")
+    @classmethod
+    def _unique_server_names(cls, servers: list[McpServerConfig]) -> list[McpServerConfig]:
+        names = [server.name for server in servers]
+        if duplicated := sorted({name for name in names if names.count(name) > 1}):
+            raise ValueError(f"MCP server names must be unique: {', '.join(duplicated)}")
+        return servers
 
     @field_validator("redis_url")
     @classmethod
@@ -88,12 +103,10 @@ def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings
             dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
-            sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
-            if config_path is not None:
-                sources += (TomlConfigSettingsSource(settings_cls, toml_file=config_path),)
-            return sources
+            return (init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=from_file))
 
     try:
+        from_file = _read_toml(config_path) if config_path is not None else {}
         loaded = _FileSettings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from None
@@ -102,9 +115,23 @@ def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings
     return loaded
 
 
+def _read_toml(path: Path) -> dict[str, Any]:
+    """The file's settings, with tables flattened: ``[[mcp.servers]]`` is ``mcp_servers``."""
+    with path.open("rb") as file:
+        document = tomllib.load(file)
+    flat: dict[str, Any] = {}
+    for key, value in document.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}_{inner}": inner_value for inner, inner_value in value.items()})
+        else:
+            flat[key] = value
+    return flat
+
+
 def _one_line(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
         field = ".".join(str(part) for part in error["loc"]) or "config"
-        problems.append(f"{field} (AIBRIDGE_{field.upper()}): {error['msg']}")
+        variable = f"AIBRIDGE_{str(error['loc'][0]).upper()}" if error["loc"] else "AIBRIDGE_*"
+        problems.append(f"{field} ({variable}): {error['msg']}")
     return "invalid configuration: " + "; ".join(problems)

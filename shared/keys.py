@@ -15,8 +15,13 @@ class RedisKeys:
         return f"{self.prefix}queue"
 
     @property
+    def pending(self) -> str:
+        """List of job ids not yet taken: workers block on it (see worker/pickup.py)."""
+        return f"{self.prefix}pending"
+
+    @property
     def control(self) -> str:
-        """Pub/sub channel on which the API wakes idle workers and asks them to cancel jobs."""
+        """Pub/sub channel on which the API asks workers to cancel interceptions."""
         return f"{self.prefix}control"
 
     @property

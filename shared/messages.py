@@ -63,13 +63,13 @@ class StreamMessage(BaseModel):
 
 
 class ControlMessage(BaseModel):
-    """Published by the API on the control channel: wake idle workers, or cancel one interception."""
+    """Published by the API on the control channel: cancel one interception (its client has gone)."""
 
-    action: Literal["wake", "cancel"]
-    interception_id: str | None = None
+    action: Literal["cancel"]
+    interception_id: str
 
     def encode(self) -> bytes:
-        return orjson.dumps(self.model_dump(exclude_none=True))
+        return orjson.dumps(self.model_dump())
 
     @classmethod
     def decode(cls, raw: bytes) -> ControlMessage:

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 
@@ -11,6 +14,7 @@ import redis
 from shared.local import find_redis_server, free_port, start_redis
 from tests.fake_upstream import FakeUpstream
 from tests.gateway import Gateway
+from tests.mcp_http import ROOT, HttpServer
 
 
 @pytest.fixture(scope="session")
@@ -48,9 +52,8 @@ def gateway(redis_url: str, upstream: FakeUpstream) -> Iterator[Gateway]:
     running.stop()
 
 
-@pytest.fixture
-def make_gateway(redis_url: str, upstream: FakeUpstream) -> Iterator:
-    """Deployments of a test's own (other settings, or processes the test will kill)."""
+@contextlib.contextmanager
+def deployments(redis_url: str, upstream: FakeUpstream) -> Iterator:
     made: list[Gateway] = []
 
     def make(workers: int = 1, wait_ready: bool = True, **env: str) -> Gateway:
@@ -58,9 +61,56 @@ def make_gateway(redis_url: str, upstream: FakeUpstream) -> Iterator:
         made.append(Gateway(redis_url, upstream_url, **env).start(workers, wait_ready))
         return made[-1]
 
-    yield make
-    for running in made:
-        running.stop()
+    try:
+        yield make
+    finally:
+        for running in made:
+            running.stop()
+
+
+@pytest.fixture
+def make_gateway(redis_url: str, upstream: FakeUpstream) -> Iterator:
+    """Deployments of a test's own (other settings, or processes the test will kill)."""
+    with deployments(redis_url, upstream) as make:
+        yield make
+
+
+@pytest.fixture(scope="module")
+def make_gateway_module(redis_url: str, upstream: FakeUpstream) -> Iterator:
+    """Deployments shared by the tests of one module."""
+    with deployments(redis_url, upstream) as make:
+        yield make
+
+
+@pytest.fixture(scope="session")
+def mcp_http_url() -> Iterator[str]:
+    """The test MCP server over streamable HTTP."""
+    server = HttpServer().start()
+    yield server.url
+    server.kill()
+
+
+@pytest.fixture(scope="session")
+def tool_gateway(redis_url: str, upstream: FakeUpstream, mcp_http_url: str) -> Iterator[Gateway]:
+    """A deployment with MCP servers: "test" (HTTP), "coder" (stdio), "down" (nothing listens) and
+    "filtered" (HTTP, offering only echo and slow)."""
+    stdio = {
+        "command": sys.executable,
+        "args": ["-m", "tests.mcp_server", "--stdio"],
+        "env": {"PYTHONPATH": str(ROOT)},
+    }
+    servers = [
+        {"name": "test", "url": mcp_http_url},
+        {"name": "coder", **stdio},
+        {"name": "down", "url": f"http://127.0.0.1:{free_port()}/mcp"},
+        {"name": "filtered", "url": mcp_http_url, "allow": "^(echo|add|slow)$", "deny": "^add$"},
+    ]
+    with deployments(redis_url, upstream) as make:
+        yield make(
+            AIBRIDGE_MCP_SERVERS=json.dumps(servers),
+            AIBRIDGE_MCP_MAX_ROUNDS="4",
+            AIBRIDGE_MCP_CALL_TIMEOUT="40",
+        )
 
 
 @pytest.fixture

@@ -190,3 +190,65 @@ def text_stream(words: list[str], usage: dict[str, Any] | None = None) -> list[b
     if usage is not None:
         events.append(chunk(usage=usage))
     return events
+
+
+def delta_chunk(
+    delta: dict[str, Any], finish_reason: str | None = None, *, cid: str = "chatcmpl-upstream"
+) -> bytes:
+    return orjson.dumps(
+        {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": 1753357673,
+            "model": "gpt-test",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            "usage": None,
+        }
+    )
+
+
+def tool_call_stream(
+    name: str,
+    arguments: str,
+    *,
+    call_id: str = "call_1",
+    index: int = 0,
+    preamble: str | None = None,
+    usage=None,
+    usage_in_finish: bool = False,
+) -> list[bytes]:
+    """A streamed assistant turn that calls one tool, its arguments split over several chunks; ``usage`` in
+    a chunk of its own, or with ``usage_in_finish`` in the finishing chunk, as some providers send it."""
+    events = [delta_chunk({"role": "assistant", "content": preamble or ""})]
+    start = {"index": index, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+    events.append(delta_chunk({"tool_calls": [start]}))
+    third = max(1, len(arguments) // 3)
+    for piece in (arguments[:third], arguments[third : 2 * third], arguments[2 * third :]):
+        events.append(delta_chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}))
+    if usage_in_finish:
+        finish = {**orjson.loads(delta_chunk({}, "tool_calls")), "usage": usage}
+        return [*events, orjson.dumps(finish)]
+    events.append(delta_chunk({}, "tool_calls"))
+    if usage is not None:
+        events.append(chunk(usage=usage))
+    return events
+
+
+def completion_body(
+    content: str | None, *, tool_calls: list | None = None, usage=None, cid="chatcmpl-b"
+) -> bytes:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return orjson.dumps(
+        {
+            "id": cid,
+            "object": "chat.completion",
+            "created": 1,
+            "model": "gpt-test",
+            "choices": [
+                {"index": 0, "message": message, "finish_reason": "tool_calls" if tool_calls else "stop"}
+            ],
+            "usage": usage,
+        }
+    )

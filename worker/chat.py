@@ -1,15 +1,18 @@
-"""The OpenAI chat-completions interception: one upstream call, relayed chunk by chunk to the job's stream."""
+"""The OpenAI chat-completions interception: upstream rounds, relayed to the job's stream, with the tools of
+the configured MCP servers injected and their calls run here until the model answers."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
-from shared.errors import normalize_error_body
+from shared.errors import error_body, normalize_error_body
+from shared.mcp.tools import McpTool, ToolCallError
 from shared.messages import ChatJob
 from shared.upstream import ERROR_BODY_LIMIT, OpenAIUpstream, UpstreamFailure
+from worker.assistant import AssistantMessage, ToolCall
 from worker.chunks import replace_id, replace_id_and_usage
 from worker.job_stream import JobStream
 from worker.sse import iter_sse_data
@@ -20,11 +23,25 @@ logger = logging.getLogger(__name__)
 PATH = "/chat/completions"
 
 
+class ToolProxy(Protocol):
+    """The MCP tools a worker can inject and call (coder/aibridge's ``mcp.ServerProxier``)."""
+
+    def tools(self) -> list[McpTool]: ...
+
+    async def call(self, tool: McpTool, arguments: dict[str, Any]) -> Any: ...
+
+
 class ChatCompletionsInterception:
-    def __init__(self, job: ChatJob, upstream: OpenAIUpstream, stream: JobStream) -> None:
+    def __init__(
+        self, job: ChatJob, upstream: OpenAIUpstream, stream: JobStream, tools: ToolProxy, *, max_rounds: int
+    ) -> None:
         self._job = job
         self._upstream = upstream
         self._stream = stream
+        self._tools = tools
+        self._injected = {tool.injected_name: tool for tool in tools.tools()}
+        self._max_rounds = max_rounds
+        self._messages: list[Any] = list(job.body.get("messages") or [])
         self._id_json = orjson.dumps(job.interception_id)
         self._cumulative_usage: dict[str, Any] = {}
 
@@ -38,27 +55,87 @@ class ChatCompletionsInterception:
             await self._stream.error(failure.status, failure.body)
         await self._stream.done()
 
-    def _streaming_body(self) -> dict[str, Any]:
-        body = dict(self._job.body)
-        body["stream"] = True
-        body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        body["n"] = 1
+    def _request_body(self, *, streaming: bool) -> dict[str, Any]:
+        body = {**self._job.body, "messages": self._messages}
+        if self._injected:
+            offered = [tool.as_openai_tool() for tool in self._injected.values()]
+            body["tools"] = [*(body.get("tools") or []), *offered]
+        if streaming:
+            body["stream"] = True
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+            body["n"] = 1
         return body
 
+    def _round_limit_error(self) -> bytes:
+        return error_body(
+            f"the model kept calling gateway tools for {self._max_rounds} rounds; stopped",
+            "server_error",
+            "tool_round_limit",
+        )
+
     async def _run_streaming(self) -> None:
-        async with self._upstream.post(PATH, self._streaming_body()) as response:
+        for _ in range(self._max_rounds):
+            calls = await self._stream_round()
+            if not calls:
+                return
+            await self._stream.open()  # headers and pings reach the client while the tools run
+            await self._call_tools(calls)
+        await self._stream.error(500, self._round_limit_error())
+
+    async def _stream_round(self) -> list[ToolCall]:
+        """One streamed upstream call; returns the injected tool calls to run before the next one."""
+        message = AssistantMessage()
+        withheld = False  # the round's tool calls are the gateway's own: the client never sees them
+        async with self._upstream.post(PATH, self._request_body(streaming=True)) as response:
             if response.status >= 400:
                 raw = await response.content.read(ERROR_BODY_LIMIT)
                 await self._stream.error(
                     response.status, normalize_error_body(raw, f"upstream answered {response.status}")
                 )
-                return
+                return []
             async for data in iter_sse_data(response.content):
-                if data == b"[DONE]" or not await self._relay_chunk(data):
-                    return
+                if data == b"[DONE]":
+                    break
+                chunk = await self._parse_chunk(data)
+                if chunk is None:
+                    return []
+                usage = chunk.get("usage")
+                if isinstance(usage, dict):  # counted even in a withheld chunk: some providers put it there
+                    self._cumulative_usage = add_usage(self._cumulative_usage, usage)
+                choices = chunk.get("choices")
+                if choices:
+                    delta = choices[0].get("delta") or {}
+                    message.add_delta(delta)
+                    withheld = withheld or self._starts_injected_call(delta)
+                    if withheld:
+                        continue
+                await self._relay_chunk(data, chunk)
+        return self._next_calls(message) if withheld else []
 
-    async def _relay_chunk(self, data: bytes) -> bool:
-        """Relay one upstream chunk; False when the upstream sent an error and the stream must end."""
+    def _starts_injected_call(self, delta: dict[str, Any]) -> bool:
+        calls = delta.get("tool_calls")
+        if not calls:
+            return False
+        name = ((calls[0].get("function") or {}).get("name") or "").strip()
+        return name in self._injected
+
+    def _next_calls(self, message: AssistantMessage) -> list[ToolCall]:
+        calls = message.tool_calls
+        foreign = [call.name for call in calls if call.name not in self._injected]
+        if len(foreign) == len(calls):
+            return []
+        if foreign:
+            logger.warning(
+                "interception %s: gateway tools called together with client tools %s; not continuing",
+                self._job.interception_id,
+                foreign,
+            )
+            return []
+        self._messages.append(message.as_request_message())
+        return calls
+
+    async def _parse_chunk(self, data: bytes) -> dict[str, Any] | None:
+        """The chunk as an object, or None after reporting an upstream error or a malformed chunk."""
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -66,32 +143,67 @@ class ChatCompletionsInterception:
         if not isinstance(chunk, dict):
             logger.warning("interception %s: upstream chunk is not a JSON object", self._job.interception_id)
             await self._stream.error(502, normalize_error_body(data, "the upstream sent a malformed chunk"))
-            return False
+            return None
         if "error" in chunk:
             await self._stream.error(500, normalize_error_body(data, "the upstream reported an error"))
-            return False
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            self._cumulative_usage = add_usage(self._cumulative_usage, usage)
+            return None
+        return chunk
+
+    async def _relay_chunk(self, data: bytes, chunk: dict[str, Any]) -> None:
+        if isinstance(chunk.get("usage"), dict):
             await self._stream.chunk(replace_id_and_usage(chunk, self._id_json, self._cumulative_usage))
         else:
             await self._stream.chunk(replace_id(data, chunk, self._id_json))
-        return True
+
+    async def _call_tools(self, calls: list[ToolCall]) -> None:
+        for call in calls:
+            result = await self._call_tool(call)
+            self._messages.append(
+                {"role": "tool", "tool_call_id": call.id, "content": orjson.dumps(result).decode()}
+            )
+
+    async def _call_tool(self, call: ToolCall) -> Any:
+        tool = self._injected[call.name]
+        try:
+            arguments = orjson.loads(call.arguments or "{}")
+        except orjson.JSONDecodeError as exc:
+            return {"error": True, "message": f"the tool arguments are not valid JSON: {exc}"}
+        if not isinstance(arguments, dict):
+            return {"error": True, "message": "the tool arguments must be a JSON object"}
+        try:
+            return await self._tools.call(tool, arguments)
+        except ToolCallError as exc:
+            logger.info("interception %s: tool %s failed: %s", self._job.interception_id, call.name, exc)
+            return {"error": True, "message": str(exc)}
 
     async def _run_blocking(self) -> None:
-        async with self._upstream.post(PATH, dict(self._job.body)) as response:
-            raw = await response.read()
-            status = response.status
-        if status >= 400:
-            await self._stream.result(status, normalize_error_body(raw, f"upstream answered {status}"))
-            return
-        try:
-            completion = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            completion = None
-        if not isinstance(completion, dict):
-            await self._stream.result(
-                502, normalize_error_body(raw, "the upstream sent a malformed completion")
-            )
-            return
-        await self._stream.result(status, replace_id(raw, completion, self._id_json))
+        for round_number in range(1, self._max_rounds + 1):
+            async with self._upstream.post(PATH, self._request_body(streaming=False)) as response:
+                raw = await response.read()
+                status = response.status
+            if status >= 400:
+                await self._stream.result(status, normalize_error_body(raw, f"upstream answered {status}"))
+                return
+            try:
+                completion = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                completion = None
+            if not isinstance(completion, dict):
+                await self._stream.result(
+                    502, normalize_error_body(raw, "the upstream sent a malformed completion")
+                )
+                return
+            if isinstance(usage := completion.get("usage"), dict):
+                self._cumulative_usage = add_usage(self._cumulative_usage, usage)
+            choices = completion.get("choices") or [{}]
+            message = AssistantMessage.from_completion_message(choices[0].get("message") or {})
+            calls = self._next_calls(message)
+            if not calls:
+                if round_number > 1 and self._cumulative_usage:
+                    body = replace_id_and_usage(completion, self._id_json, self._cumulative_usage)
+                else:
+                    body = replace_id(raw, completion, self._id_json)
+                await self._stream.result(status, body)
+                return
+            await self._call_tools(calls)
+        await self._stream.result(500, self._round_limit_error())

@@ -1,4 +1,4 @@
-"""The worker's end of the control channel: wake-ups on enqueue, and cancellation of running interceptions."""
+"""The worker's end of the control channel: cancellation of running interceptions."""
 
 from __future__ import annotations
 
@@ -15,12 +15,11 @@ logger = logging.getLogger(__name__)
 
 
 class ControlListener:
-    """Subscribes to the control channel; sets ``wake`` on enqueue and cancels registered tasks on request."""
+    """Subscribes to the control channel and cancels registered tasks on request."""
 
     def __init__(self, redis: Redis, channel: str) -> None:
         self._redis = redis
         self._channel = channel
-        self.wake = asyncio.Event()
         self._running: dict[str, asyncio.Task[None]] = {}
         self._task: asyncio.Task[None] | None = None
         self.subscribed = asyncio.Event()
@@ -52,7 +51,6 @@ class ControlListener:
                 backoff = 0.1 if self.subscribed.is_set() else min(backoff * 2, 5.0)
                 self.subscribed.clear()
                 logger.warning("control channel lost (%s); resubscribing in %.1fs", exc, backoff)
-                self.wake.set()  # poll once, in case a wake-up was missed while unsubscribed
                 await asyncio.sleep(backoff)
 
     async def _listen(self) -> None:
@@ -69,10 +67,7 @@ class ControlListener:
         except ValidationError:
             logger.warning("ignoring a malformed control message")
             return
-        if message.action == "wake":
-            self.wake.set()
-        elif message.interception_id is not None:
-            task = self._running.get(message.interception_id)
-            if task is not None:
-                logger.info("interception %s: client gone, cancelling", message.interception_id)
-                task.cancel()
+        task = self._running.get(message.interception_id)
+        if task is not None:
+            logger.info("interception %s: client gone, cancelling", message.interception_id)
+            task.cancel()

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from shared.config import Settings
 from shared.keys import RedisKeys
+from shared.mcp.manager import McpToolManager
 from shared.upstream import OpenAIUpstream, new_session
 from worker.control import ControlListener
 
@@ -33,6 +34,7 @@ class WorkerDeps:
     session: aiohttp.ClientSession
     upstream: OpenAIUpstream
     control: ControlListener
+    tools: McpToolManager
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     _presence: asyncio.Task[None] | None = None
 
@@ -43,6 +45,8 @@ class WorkerDeps:
     @classmethod
     async def start(cls, settings: Settings, redis: ArqRedis, control: ControlListener) -> WorkerDeps:
         session = new_session()
+        tools = McpToolManager(settings.mcp_servers, call_timeout=settings.mcp_call_timeout)
+        await tools.start()
         deps = cls(
             settings=settings,
             keys=RedisKeys(settings.key_prefix),
@@ -50,12 +54,13 @@ class WorkerDeps:
             session=session,
             upstream=OpenAIUpstream(session, settings),
             control=control,
+            tools=tools,
         )
         control.start()
-        try:  # announce only once wake-ups can reach this worker
+        try:  # announce only once cancellations can reach this worker
             await asyncio.wait_for(control.subscribed.wait(), settings.heartbeat_timeout)
         except TimeoutError:
-            logger.warning("control channel not subscribed yet; jobs are picked up by polling until it is")
+            logger.warning("control channel not subscribed yet: cancellations are missed until it is")
         await deps._announce()
         deps._presence = asyncio.create_task(deps._announce_forever())
         return deps
@@ -65,6 +70,7 @@ class WorkerDeps:
             self._presence.cancel()
             await asyncio.gather(self._presence, return_exceptions=True)
         await self.control.stop()
+        await self.tools.close()
         await self.session.close()
         try:
             async with self.redis.pipeline(transaction=False) as pipe:

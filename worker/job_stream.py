@@ -32,6 +32,9 @@ class JobStream:
         self.opened = False
 
     async def _write(self, *messages: StreamMessage, expire_ms: int | None = None) -> None:
+        if len(messages) == 1 and expire_ms is None and self._created:  # the common case: one command
+            await self._redis.xadd(self._key, messages[0].to_fields(), maxlen=self._maxlen, approximate=True)
+            return
         async with self._redis.pipeline(transaction=False) as pipe:
             for message in messages:
                 pipe.xadd(self._key, message.to_fields(), maxlen=self._maxlen, approximate=True)

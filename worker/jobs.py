@@ -35,7 +35,9 @@ async def chat_completions(ctx: dict[str, Any], payload: dict[str, Any]) -> None
         retention=deps.settings.stream_retention,
         lifetime=deps.settings.job_timeout + deps.settings.stream_retention,
     )
-    interception = ChatCompletionsInterception(job, deps.upstream, stream)
+    interception = ChatCompletionsInterception(
+        job, deps.upstream, stream, deps.tools, max_rounds=deps.settings.mcp_max_rounds
+    )
     async with stream.heartbeats(deps.settings.heartbeat_interval):
         work = asyncio.create_task(interception.run())
         deps.control.register(interception_id, work)

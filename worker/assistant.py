@@ -1,0 +1,73 @@
+"""The assistant message of one upstream round, rebuilt from streamed deltas or read from a completion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass
+class AssistantMessage:
+    """Accumulates ``choices[0].delta`` of streamed chunks: content and tool calls by their index."""
+
+    content: list[str] = field(default_factory=list)
+    _calls: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+    def add_delta(self, delta: dict[str, Any]) -> None:
+        if isinstance(text := delta.get("content"), str):
+            self.content.append(text)
+        for call_delta in delta.get("tool_calls") or ():
+            call = self._calls.setdefault(call_delta.get("index", 0), {"id": "", "name": "", "arguments": ""})
+            if call_delta.get("id"):
+                call["id"] = call_delta["id"]
+            function = call_delta.get("function") or {}
+            call["name"] += function.get("name") or ""
+            call["arguments"] += function.get("arguments") or ""
+
+    @classmethod
+    def from_completion_message(cls, message: dict[str, Any]) -> AssistantMessage:
+        built = cls()
+        if isinstance(message.get("content"), str):
+            built.content.append(message["content"])
+        for index, call in enumerate(message.get("tool_calls") or ()):
+            function = call.get("function") or {}
+            built._calls[index] = {
+                "id": call.get("id") or "",
+                "name": function.get("name") or "",
+                "arguments": function.get("arguments") or "",
+            }
+        return built
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        """The tool calls in index order, without entries that have no id.
+
+        Providers sometimes start tool-call indices above zero; the gaps are not calls.
+        """
+        return [
+            ToolCall(call["id"], call["name"].strip(), call["arguments"])
+            for _, call in sorted(self._calls.items())
+            if call["id"]
+        ]
+
+    def as_request_message(self) -> dict[str, Any]:
+        """The message to append to the conversation before the tool results."""
+        return {
+            "role": "assistant",
+            "content": "".join(self.content) or None,
+            "tool_calls": [
+                {
+                    "id": call.id,
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments},
+                }
+                for call in self.tool_calls
+            ],
+        }
