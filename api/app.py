@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from api import health, openai_routes
 from api.openai_routes import InvalidRequest
 from api.state import ApiState
+from api.stream_hub import StreamHub
 from shared.config import Settings
 from shared.errors import error_object
 from shared.keys import RedisKeys
@@ -27,12 +28,19 @@ def create_app(settings: Settings) -> FastAPI:
         keys = RedisKeys(settings.key_prefix)
         redis = await connect(settings.redis_url, keys)
         session = new_session()
+        streams = StreamHub(redis, keys.api_wake)
         app.state.aibridge = ApiState(
-            settings=settings, keys=keys, redis=redis, upstream=OpenAIUpstream(session, settings)
+            settings=settings,
+            keys=keys,
+            redis=redis,
+            upstream=OpenAIUpstream(session, settings),
+            streams=streams,
         )
+        streams.start()
         try:
             yield
         finally:
+            await streams.stop()
             await session.close()
             await redis.aclose()
 

@@ -10,42 +10,19 @@ import asyncio
 import logging
 import time
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from api.jobs import cancel
 from api.state import ApiState
+from api.stream_hub import Entry, Tail
 from shared.errors import error_body
-from shared.messages import MessageKind, StreamMessage
+from shared.messages import MessageKind
 
 logger = logging.getLogger(__name__)
 
 PING = b": ping\n"  # a comment line and no blank line: see DESIGN.md, "Keep-alive framing"
-READ_COUNT = 512
-
-Entry = tuple[bytes, StreamMessage]
-
-
-class StreamTail:
-    """Reads a job's stream from its start, blocking until entries arrive or a timeout passes."""
-
-    def __init__(self, redis: Redis, key: str) -> None:
-        self._redis = redis
-        self._key = key
-        self._last_id = b"0-0"
-
-    async def read(self, block_for: float) -> list[Entry]:
-        result = await self._redis.xread(
-            {self._key: self._last_id}, count=READ_COUNT, block=max(1, int(block_for * 1000))
-        )
-        if not result:
-            return []
-        entries = result[0][1]
-        self._last_id = entries[-1][0]
-        return [(entry_id, StreamMessage.from_fields(fields)) for entry_id, fields in entries]
 
 
 async def listen_for_disconnect(receive: Receive) -> None:
@@ -64,14 +41,15 @@ def json_error(
     return Response(error_body(message, type_, code), status, headers, media_type="application/json")
 
 
-WORKER_SILENT = ("the worker handling this request stopped responding", "server_error", "worker_timeout")
+WORKER_SILENT = ("lost contact with the worker handling this request", "server_error", "worker_timeout")
 
 
 async def answer(state: ApiState, interception_id: str, request: Request) -> Response:
     """Wait for the job's first decisive message and turn it into the client's response."""
-    tail = StreamTail(state.redis, state.keys.stream(interception_id))
+    tail = await state.streams.follow(state.keys.stream(interception_id))
     settings = state.settings
     disconnected = asyncio.create_task(listen_for_disconnect(request.receive))
+    relaying = False
     started = False
     deadline = time.monotonic() + settings.pickup_timeout
     try:
@@ -86,6 +64,7 @@ async def answer(state: ApiState, interception_id: str, request: Request) -> Res
                 started = True
                 deadline = time.monotonic() + settings.heartbeat_timeout
                 if message.kind is MessageKind.OPEN:
+                    relaying = True  # the tail is the SSE relay's from here
                     return SSERelay(state, interception_id, tail, batch[index + 1 :])
                 if message.kind in (MessageKind.ERROR, MessageKind.RESULT):
                     return Response(message.data, message.status, media_type="application/json")
@@ -108,6 +87,8 @@ async def answer(state: ApiState, interception_id: str, request: Request) -> Res
             )
     finally:
         disconnected.cancel()
+        if not relaying:
+            tail.close()
 
 
 class SSERelay(Response):
@@ -118,7 +99,7 @@ class SSERelay(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, state: ApiState, interception_id: str, tail: StreamTail, pending: list[Entry]) -> None:
+    def __init__(self, state: ApiState, interception_id: str, tail: Tail, pending: list[Entry]) -> None:
         self.status_code = 200
         self.background = None
         self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # no body, no length
@@ -137,6 +118,7 @@ class SSERelay(Response):
             gone.cancel()
             relay.cancel()
             await asyncio.gather(relay, gone, return_exceptions=True)
+            self._tail.close()
         if gone in done:
             await cancel(self._state, self._interception_id)
         elif relay.exception() is not None:
@@ -174,13 +156,4 @@ class SSERelay(Response):
             if finished:
                 return
             wait = min(last_sent + settings.keepalive_interval, last_seen + settings.heartbeat_timeout) - now
-            try:
-                batch = await self._tail.read(wait)
-            except RedisError as exc:
-                logger.warning("interception %s: lost its stream: %s", self._interception_id, exc)
-                await cancel(self._state, self._interception_id)
-                body = error_body("the gateway lost this request's stream", "server_error", "stream_lost")
-                await send(
-                    {"type": "http.response.body", "body": b"data: " + body + b"\n\n", "more_body": True}
-                )
-                return
+            batch = await self._tail.read(wait)

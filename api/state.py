@@ -9,6 +9,7 @@ from typing import Annotated
 from arq.connections import ArqRedis
 from fastapi import Depends, Request
 
+from api.stream_hub import StreamHub
 from shared.config import Settings
 from shared.keys import RedisKeys
 from shared.upstream import OpenAIUpstream
@@ -20,6 +21,7 @@ class ApiState:
     keys: RedisKeys
     redis: ArqRedis
     upstream: OpenAIUpstream
+    streams: StreamHub
 
     async def live_workers(self) -> int:
         since = time.time() - self.settings.heartbeat_timeout

@@ -32,6 +32,11 @@ class RedisKeys:
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}worker:{worker_id}"
 
+    @property
+    def api_wake(self) -> str:
+        """Prefix of each API process's wake-up stream (see api/stream_hub.py)."""
+        return f"{self.prefix}api-wake:"
+
     def stream(self, interception_id: str) -> str:
         return f"{self.prefix}stream:{interception_id}"
 

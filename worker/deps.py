@@ -20,6 +20,7 @@ from shared.keys import RedisKeys
 from shared.mcp.manager import McpToolManager
 from shared.upstream import OpenAIUpstream, new_session
 from worker.control import ControlListener
+from worker.stream_writes import CoalescingWriter
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class WorkerDeps:
     upstream: OpenAIUpstream
     control: ControlListener
     tools: McpToolManager
+    writes: CoalescingWriter
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     _presence: asyncio.Task[None] | None = None
 
@@ -55,7 +57,9 @@ class WorkerDeps:
             upstream=OpenAIUpstream(session, settings),
             control=control,
             tools=tools,
+            writes=CoalescingWriter(redis),
         )
+        deps.writes.start()
         control.start()
         try:  # announce only once cancellations can reach this worker
             await asyncio.wait_for(control.subscribed.wait(), settings.heartbeat_timeout)
@@ -70,6 +74,7 @@ class WorkerDeps:
             self._presence.cancel()
             await asyncio.gather(self._presence, return_exceptions=True)
         await self.control.stop()
+        await self.writes.stop()
         await self.tools.close()
         await self.session.close()
         try:

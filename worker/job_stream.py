@@ -6,11 +6,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from functools import partial
 
-from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from shared.messages import MessageKind, StreamMessage
+from worker.stream_writes import CoalescingWriter, Command
 
 logger = logging.getLogger(__name__)
 
@@ -22,8 +24,10 @@ class JobStream:
     mid-job) and a shorter one, the retention, once ``done`` is written.
     """
 
-    def __init__(self, redis: Redis, key: str, *, maxlen: int, retention: float, lifetime: float) -> None:
-        self._redis = redis
+    def __init__(
+        self, writer: CoalescingWriter, key: str, *, maxlen: int, retention: float, lifetime: float
+    ) -> None:
+        self._writer = writer
         self._key = key
         self._maxlen = maxlen
         self._retention_ms = int(retention * 1000)
@@ -32,17 +36,15 @@ class JobStream:
         self.opened = False
 
     async def _write(self, *messages: StreamMessage, expire_ms: int | None = None) -> None:
-        if len(messages) == 1 and expire_ms is None and self._created:  # the common case: one command
-            await self._redis.xadd(self._key, messages[0].to_fields(), maxlen=self._maxlen, approximate=True)
-            return
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for message in messages:
-                pipe.xadd(self._key, message.to_fields(), maxlen=self._maxlen, approximate=True)
-            if expire_ms is None and not self._created:
-                expire_ms = self._lifetime_ms
-            if expire_ms is not None:
-                pipe.pexpire(self._key, expire_ms)
-            await pipe.execute()
+        commands: list[Command] = [
+            partial(_xadd, key=self._key, fields=message.to_fields(), maxlen=self._maxlen)
+            for message in messages
+        ]
+        if expire_ms is None and not self._created:
+            expire_ms = self._lifetime_ms
+        if expire_ms is not None:
+            commands.append(partial(_pexpire, key=self._key, ms=expire_ms))
+        await self._writer.write(commands)
         self._created = True
 
     async def heartbeat(self) -> None:
@@ -74,7 +76,7 @@ class JobStream:
 
     async def expire(self) -> None:
         """Shorten the stream's life to the retention without ending it (the client has gone)."""
-        await self._redis.pexpire(self._key, self._retention_ms)
+        await self._writer.write([partial(_pexpire, key=self._key, ms=self._retention_ms)])
 
     @contextlib.asynccontextmanager
     async def heartbeats(self, interval: float) -> AsyncIterator[None]:
@@ -96,3 +98,11 @@ class JobStream:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+
+def _xadd(pipe: Pipeline, *, key: str, fields: dict[bytes, bytes], maxlen: int) -> None:
+    pipe.xadd(key, fields, maxlen=maxlen, approximate=True)
+
+
+def _pexpire(pipe: Pipeline, *, key: str, ms: int) -> None:
+    pipe.pexpire(key, ms)

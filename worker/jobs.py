@@ -29,7 +29,7 @@ async def chat_completions(ctx: dict[str, Any], payload: dict[str, Any]) -> None
         "interception %s: picked up after %.1f ms", interception_id, (time.time() - job.enqueued_at) * 1e3
     )
     stream = JobStream(
-        deps.redis,
+        deps.writes,
         deps.keys.stream(interception_id),
         maxlen=deps.settings.stream_maxlen,
         retention=deps.settings.stream_retention,

@@ -1,0 +1,111 @@
+"""One blocking XREAD, in one task, for every job stream this API process relays.
+
+A read per stream costs a Redis round trip per chunk per client; one read over all of them returns the entries
+of many streams at once. A stream followed while the read blocks wakes it through a wake-up stream of this
+process's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from shared.messages import StreamMessage
+
+logger = logging.getLogger(__name__)
+
+Entry = tuple[bytes, StreamMessage]
+
+READ_COUNT = 512
+BLOCK_MS = 5_000
+WAKE_TTL_MS = 3_600_000
+
+
+class Tail:
+    """The entries of one followed stream, from its start, as the hub delivers them."""
+
+    def __init__(self, hub: StreamHub, key: bytes) -> None:
+        self._hub = hub
+        self.key = key
+        self.last_id = b"0-0"
+        self._entries: list[Entry] = []
+        self._arrived = asyncio.Event()
+
+    def deliver(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
+        self.last_id = entries[-1][0]
+        self._entries.extend((entry_id, StreamMessage.from_fields(fields)) for entry_id, fields in entries)
+        self._arrived.set()
+
+    async def read(self, block_for: float) -> list[Entry]:
+        """What arrived since the last read, waiting up to ``block_for`` seconds; [] if nothing came."""
+        if not self._entries:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(block_for, 0.0)):
+                    await self._arrived.wait()
+        self._arrived.clear()
+        entries, self._entries = self._entries, []
+        return entries
+
+    def close(self) -> None:
+        self._hub.unfollow(self)
+
+
+class StreamHub:
+    def __init__(self, redis: Redis, wake_prefix: str) -> None:
+        self._redis = redis
+        self._wake_key = f"{wake_prefix}{uuid.uuid4().hex}".encode()
+        self._wake_last = b"0-0"
+        self._tails: dict[bytes, Tail] = {}
+        self._followed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._read_forever())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(RedisError):
+            await self._redis.delete(self._wake_key)
+
+    async def follow(self, key: str) -> Tail:
+        tail = Tail(self, key.encode())
+        self._tails[tail.key] = tail
+        self._followed.set()
+        async with self._redis.pipeline(transaction=False) as pipe:  # interrupts the read in progress
+            pipe.xadd(self._wake_key, {b"k": b"follow"}, maxlen=100, approximate=True)
+            pipe.pexpire(self._wake_key, WAKE_TTL_MS)
+            await pipe.execute()
+        return tail
+
+    def unfollow(self, tail: Tail) -> None:
+        if self._tails.get(tail.key) is tail:
+            del self._tails[tail.key]
+
+    async def _read_forever(self) -> None:
+        backoff = 0.05
+        while True:
+            if not self._tails:
+                self._followed.clear()
+                await self._followed.wait()
+            streams = {self._wake_key: self._wake_last} | {key: t.last_id for key, t in self._tails.items()}
+            try:
+                result = await self._redis.xread(streams, count=READ_COUNT, block=BLOCK_MS)
+            except RedisError as exc:
+                logger.warning("reading the job streams failed (%s); retrying in %.2fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            backoff = 0.05
+            for key, entries in result or ():
+                if key == self._wake_key:
+                    self._wake_last = entries[-1][0]
+                elif (tail := self._tails.get(key)) is not None:
+                    tail.deliver(entries)
