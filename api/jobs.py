@@ -8,12 +8,13 @@ import time
 from typing import Any
 
 import orjson
-from arq.connections import ArqRedis
 from arq.constants import job_key_prefix
 from arq.jobs import serialize_job
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from api.state import ApiState
+from api.stream_hub import Tail
 from shared.keys import RedisKeys
 from shared.messages import ChatJob, ControlMessage
 
@@ -22,20 +23,30 @@ logger = logging.getLogger(__name__)
 JOB_FUNCTION = "chat_completions"
 
 
-async def enqueue(redis: ArqRedis, keys: RedisKeys, job: ChatJob, *, expires: float) -> None:
-    """Queue ``job`` as an arq job and push its id on the pending list the workers block on, in one round trip.
-
-    The job expires unless a worker takes it within ``expires`` seconds.
-    """
+def add_job(pipe: Pipeline, keys: RedisKeys, job: ChatJob, *, expires: float) -> None:
+    """Add to ``pipe`` what queues ``job``: arq's job key, its queue entry, and its id on the pending list
+    the workers block on. The job expires unless a worker takes it within ``expires`` seconds."""
     enqueued_ms = int(job.enqueued_at * 1000)
     data = serialize_job(
         JOB_FUNCTION, (job.model_dump(mode="json"),), {}, None, enqueued_ms, serializer=orjson.dumps
     )
-    async with redis.pipeline(transaction=True) as pipe:
-        pipe.psetex(job_key_prefix + job.interception_id, int(expires * 1000), data)
-        pipe.zadd(keys.queue, {job.interception_id: enqueued_ms})
-        pipe.rpush(keys.pending, job.interception_id)
-        await pipe.execute()
+    pipe.psetex(job_key_prefix + job.interception_id, int(expires * 1000), data)
+    pipe.zadd(keys.queue, {job.interception_id: enqueued_ms})
+    pipe.rpush(keys.pending, job.interception_id)
+
+
+async def enqueue_and_follow(state: ApiState, job: ChatJob) -> Tail:
+    """Queue ``job`` and start following its stream, in one round trip to Redis."""
+    tail = state.streams.follow(state.keys.stream(job.interception_id))
+    try:
+        async with state.redis.pipeline(transaction=True) as pipe:
+            add_job(pipe, state.keys, job, expires=state.settings.pickup_timeout)
+            state.streams.wake(pipe)
+            await pipe.execute()
+    except BaseException:
+        tail.close()
+        raise
+    return tail
 
 
 async def cancel(state: ApiState, interception_id: str) -> None:

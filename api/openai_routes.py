@@ -9,7 +9,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from api.jobs import enqueue, new_chat_job
+from api.jobs import enqueue_and_follow, new_chat_job
 from api.relay import answer
 from api.state import State
 from shared.upstream import UpstreamFailure
@@ -51,8 +51,8 @@ async def chat_completions(request: Request, state: State) -> Response:
     body = parse_chat_request(await request.body())
     interception_id = str(uuid.uuid4())
     job = new_chat_job(interception_id, body, request.headers.get("user-agent"))
-    await enqueue(state.redis, state.keys, job, expires=state.settings.pickup_timeout)
-    response = await answer(state, interception_id, request)
+    tail = await enqueue_and_follow(state, job)
+    response = await answer(state, interception_id, tail, request)
     response.headers["X-AIBridge-Interception-Id"] = interception_id
     return response
 

@@ -44,9 +44,8 @@ def json_error(
 WORKER_SILENT = ("lost contact with the worker handling this request", "server_error", "worker_timeout")
 
 
-async def answer(state: ApiState, interception_id: str, request: Request) -> Response:
-    """Wait for the job's first decisive message and turn it into the client's response."""
-    tail = await state.streams.follow(state.keys.stream(interception_id))
+async def answer(state: ApiState, interception_id: str, tail: Tail, request: Request) -> Response:
+    """Wait for the job's first decisive message on ``tail`` and turn it into the client's response."""
     settings = state.settings
     disconnected = asyncio.create_task(listen_for_disconnect(request.receive))
     relaying = False

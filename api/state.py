@@ -28,7 +28,7 @@ class ApiState:
         return await self.redis.zcount(self.keys.workers, since, "+inf")
 
 
-def api_state(request: Request) -> ApiState:
+async def api_state(request: Request) -> ApiState:  # async: a sync dependency would run in a thread
     return request.app.state.aibridge
 
 

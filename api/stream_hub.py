@@ -13,6 +13,7 @@ import logging
 import uuid
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from shared.messages import StreamMessage
@@ -75,15 +76,17 @@ class StreamHub:
         with contextlib.suppress(RedisError):
             await self._redis.delete(self._wake_key)
 
-    async def follow(self, key: str) -> Tail:
+    def follow(self, key: str) -> Tail:
+        """Start following ``key``; the read in progress sees it once ``wake`` has run."""
         tail = Tail(self, key.encode())
         self._tails[tail.key] = tail
         self._followed.set()
-        async with self._redis.pipeline(transaction=False) as pipe:  # interrupts the read in progress
-            pipe.xadd(self._wake_key, {b"k": b"follow"}, maxlen=100, approximate=True)
-            pipe.pexpire(self._wake_key, WAKE_TTL_MS)
-            await pipe.execute()
         return tail
+
+    def wake(self, pipe: Pipeline) -> None:
+        """Add to ``pipe`` the write that interrupts the read in progress, so that it takes new streams in."""
+        pipe.xadd(self._wake_key, {b"k": b"follow"}, maxlen=100, approximate=True)
+        pipe.pexpire(self._wake_key, WAKE_TTL_MS)
 
     def unfollow(self, tail: Tail) -> None:
         if self._tails.get(tail.key) is tail:

@@ -10,7 +10,7 @@ that its work does not share an event loop with anything measured). Then:
 * streams: for 1 and 50 concurrent streams, rounds alternate between the upstream directly and the gateway
   (after a warm-up of each); per stream, the time to the first ``data:`` event and to ``[DONE]``, and the CPU
   time of each process (Redis included);
-* enqueue-to-start: from just before ``api.jobs.enqueue`` (job key, queue entry and pending-list entry in one
+* enqueue-to-start: from just before ``api.jobs.add_job``'s pipeline (job key, queue entry and pending-list entry in one
   round trip, as the API enqueues) to the first entry the worker writes on the job's stream (its heartbeat):
   one job at a time, 50 at once, one at a time while 50 others run, and one at a time with the pending entry
   lost, so that only the worker's periodic sweep of the queue can find the job;
@@ -435,7 +435,7 @@ class LostPendingKeys(RedisKeys):
 
 
 class Enqueuer:
-    """Enqueues chat jobs straight onto a gateway's queue with ``api.jobs.enqueue``, as the API does, and
+    """Enqueues chat jobs straight onto a gateway's queue with ``api.jobs.add_job``, as the API does, and
     times each until the first entry on its stream."""
 
     # a short answer, so that jobs do not pile up behind the measurement
@@ -463,11 +463,14 @@ class Enqueuer:
     async def enqueue(
         self, interception_id: str, body: dict[str, Any], keys: RedisKeys | None = None
     ) -> None:
-        """As the API's route does; ``keys`` replaces the gateway's (see ``LostPendingKeys``)."""
-        from api.jobs import enqueue, new_chat_job
+        """As the API's route does (less following the stream, which this bench reads itself);
+        ``keys`` replaces the gateway's (see ``LostPendingKeys``)."""
+        from api.jobs import add_job, new_chat_job
 
         job = new_chat_job(interception_id, body, "aibridge-bench")
-        await enqueue(self.redis, keys or self.keys, job, expires=self.expires)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            add_job(pipe, keys or self.keys, job, expires=self.expires)
+            await pipe.execute()
 
     async def cancel(self, interception_id: str) -> None:
         """As ``api.jobs.cancel`` does: mark it cancelled and tell the workers."""
@@ -673,7 +676,7 @@ def report(plan: Plan, phases: list[StreamPhase], pickups: list[PickupRun], elap
     kinds = sorted({kind for run in pickups for kind in run.first_kinds})
     lines += [
         "",
-        "Jobs are enqueued with `api.jobs.enqueue` (job key, queue entry and pending-list entry in one "
+        "Jobs are enqueued with `api.jobs.add_job` (job key, queue entry and pending-list entry in one "
         "round trip), as the API does. The target applies to the first row (one job at a time); the others "
         "show the same pickup in a burst, behind running jobs, and when the pending entry is lost and only "
         "the worker's sweep of the queue (once per idle poll, jobs older than 500 ms) finds the job. First "

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from functools import partial
+from typing import Any
 
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
@@ -35,7 +36,9 @@ class JobStream:
         self._created = False
         self.opened = False
 
-    async def _write(self, *messages: StreamMessage, expire_ms: int | None = None) -> None:
+    async def _write(
+        self, *messages: StreamMessage, expire_ms: int | None = None, also: tuple[Command, ...] = ()
+    ) -> list[Any]:
         commands: list[Command] = [
             partial(_xadd, key=self._key, fields=message.to_fields(), maxlen=self._maxlen)
             for message in messages
@@ -44,8 +47,17 @@ class JobStream:
             expire_ms = self._lifetime_ms
         if expire_ms is not None:
             commands.append(partial(_pexpire, key=self._key, ms=expire_ms))
-        await self._writer.write(commands)
+        results = await self._writer.write([*commands, *also])
         self._created = True
+        return results[len(commands) :]
+
+    async def begin(self, cancelled_key: str) -> bool:
+        """Write the first heartbeat (the API's sign that a worker took the job); True if the client
+        cancelled the job before that."""
+        (cancelled,) = await self._write(
+            StreamMessage(kind=MessageKind.HEARTBEAT), also=(partial(_exists, key=cancelled_key),)
+        )
+        return bool(cancelled)
 
     async def heartbeat(self) -> None:
         await self._write(StreamMessage(kind=MessageKind.HEARTBEAT))
@@ -80,8 +92,7 @@ class JobStream:
 
     @contextlib.asynccontextmanager
     async def heartbeats(self, interval: float) -> AsyncIterator[None]:
-        """Write a heartbeat now and every ``interval`` seconds while the block runs."""
-        await self.heartbeat()
+        """Write a heartbeat every ``interval`` seconds while the block runs."""
 
         async def beat() -> None:
             while True:
@@ -106,3 +117,7 @@ def _xadd(pipe: Pipeline, *, key: str, fields: dict[bytes, bytes], maxlen: int) 
 
 def _pexpire(pipe: Pipeline, *, key: str, ms: int) -> None:
     pipe.pexpire(key, ms)
+
+
+def _exists(pipe: Pipeline, *, key: str) -> None:
+    pipe.exists(key)

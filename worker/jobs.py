@@ -22,9 +22,6 @@ async def chat_completions(ctx: dict[str, Any], payload: dict[str, Any]) -> None
     deps = WorkerDeps.of(ctx)
     job = ChatJob.model_validate(payload)
     interception_id = job.interception_id
-    if await deps.redis.exists(deps.keys.cancelled(interception_id)):
-        logger.info("interception %s: client left before the job started", interception_id)
-        return
     logger.debug(
         "interception %s: picked up after %.1f ms", interception_id, (time.time() - job.enqueued_at) * 1e3
     )
@@ -35,6 +32,10 @@ async def chat_completions(ctx: dict[str, Any], payload: dict[str, Any]) -> None
         retention=deps.settings.stream_retention,
         lifetime=deps.settings.job_timeout + deps.settings.stream_retention,
     )
+    if await stream.begin(deps.keys.cancelled(interception_id)):
+        logger.info("interception %s: client left before the job started", interception_id)
+        await stream.expire()
+        return
     interception = ChatCompletionsInterception(
         job, deps.upstream, stream, deps.tools, max_rounds=deps.settings.mcp_max_rounds
     )

@@ -22,7 +22,7 @@ Command = Callable[[Pipeline], Any]
 class CoalescingWriter:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
-        self._queued: list[tuple[list[Command], asyncio.Future[None]]] = []
+        self._queued: list[tuple[list[Command], asyncio.Future[list[Any]]]] = []
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -38,12 +38,13 @@ class CoalescingWriter:
             if not done.done():
                 done.set_exception(RedisConnectionError("the stream writer stopped"))
 
-    async def write(self, commands: list[Command]) -> None:
-        """Run ``commands`` (each adds itself to a pipeline) in the next flush; raises what Redis raised."""
-        done = asyncio.get_running_loop().create_future()
+    async def write(self, commands: list[Command]) -> list[Any]:
+        """Run ``commands`` (each adds itself to a pipeline) in the next flush and return their results;
+        raises what Redis raised."""
+        done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._queued.append((commands, done))
         self._ready.set()
-        await done
+        return await done
 
     async def _flush_forever(self) -> None:
         while True:
@@ -54,7 +55,7 @@ class CoalescingWriter:
             if batch:
                 await self._flush(batch)
 
-    async def _flush(self, batch: list[tuple[list[Command], asyncio.Future[None]]]) -> None:
+    async def _flush(self, batch: list[tuple[list[Command], asyncio.Future[list[Any]]]]) -> None:
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for commands, _ in batch:
@@ -68,13 +69,12 @@ class CoalescingWriter:
             return
         position = 0
         for commands, done in batch:
-            failed = next(
-                (r for r in results[position : position + len(commands)] if isinstance(r, Exception)), None
-            )
+            mine = results[position : position + len(commands)]
             position += len(commands)
             if done.done():
                 continue
+            failed = next((result for result in mine if isinstance(result, Exception)), None)
             if failed is None:
-                done.set_result(None)
+                done.set_result(mine)
             else:
                 done.set_exception(failed)
