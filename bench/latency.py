@@ -7,14 +7,20 @@ Starts, as subprocesses, the fake upstream (``bench.fake_upstream``), one gatewa
 at it, and a load generator (this module with ``--loadgen``: aiohttp on uvloop, in a process of its own so
 that its work does not share an event loop with anything measured). Then:
 
-* streams: for 1 and 50 concurrent streams, rounds alternate between the upstream directly and the gateway
-  (after a warm-up of each); per stream, the time to the first ``data:`` event and to ``[DONE]``, and the CPU
-  time of each process (Redis included);
+* streams, one at a time: rounds alternate between the upstream directly and the gateway (after a warm-up
+  of each); per stream, the time to the first ``data:`` event and to ``[DONE]``, and the CPU time of each
+  process (Redis included);
+* streams, 50 steady: 50 closed-loop clients, each starting its next stream as soon as its previous one
+  ended, their first starts spread evenly over one stream's duration (staggered arrivals), for a fixed time
+  against the upstream directly and then against the gateway; the streams started in the first stream's
+  duration (warm-up) are not counted. The added-TTFT target at 50 streams is judged on this phase;
+* streams, 50 at once: rounds in which 50 streams start at the same instant (a burst of 50 arrivals),
+  alternating between the upstream directly and the gateway;
 * enqueue-to-start: from just before ``api.jobs.add_job``'s pipeline (job key, queue entry and pending-list entry in one
   round trip, as the API enqueues) to the first entry the worker writes on the job's stream (its heartbeat):
   one job at a time, 50 at once, one at a time while 50 others run, and one at a time with the pending entry
   lost, so that only the worker's periodic sweep of the queue can find the job;
-* streams again at 50 concurrent streams, after a second worker (same settings) has joined the first.
+* streams again, 50 at once, after a second worker (same settings) has joined the first.
 
 Prints markdown tables on stdout (progress goes to stderr). Only 127.0.0.1 is contacted. Every process it
 starts is stopped in ``finally`` blocks and every wait has a timeout. Redis: redis://127.0.0.1:6379/0 if it
@@ -54,6 +60,9 @@ DEFAULT_REDIS_URL = f"redis://{HOST}:6379/0"
 
 TARGET_ENQUEUE_TO_START_P50 = 0.005
 TARGET_ADDED_TTFT_P50 = 0.010
+UPSTREAM_TTFT = 0.05  # the fake upstream's first chunk, in seconds
+UPSTREAM_DELAY = 0.01  # and the time between chunks
+STEADY_CLIENTS = 50  # closed-loop clients of the steady phase
 BURST = 50  # jobs enqueued at once
 BUSY = 50  # jobs left running (waiting on the upstream) while others are timed
 STREAM_TIMEOUT = 30.0
@@ -67,17 +76,24 @@ class Plan:
     chunks: int  # content chunks per streamed answer (the fake upstream's --chunks)
     single_pairs: int  # rounds of one direct and one gateway stream, at 1 stream
     concurrent_rounds: int  # rounds per target at 50 streams, with one worker and then with two
+    steady_seconds: float  # run per target of the steady phase (closed-loop clients), warm-up included
     single_jobs: int  # jobs timed one at a time
     burst_rounds: int  # rounds of BURST jobs enqueued at once
     busy_jobs: int  # jobs timed while BUSY others run
     sweep_jobs: int  # jobs timed one at a time without their pending entry
     deadline: float  # the whole run, start-up included
 
+    @property
+    def stream_seconds(self) -> float:
+        """How long one streamed answer of the fake upstream lasts."""
+        return UPSTREAM_TTFT + (self.chunks - 1) * UPSTREAM_DELAY
+
 
 FULL = Plan(
     chunks=100,
     single_pairs=30,
     concurrent_rounds=5,
+    steady_seconds=12,
     single_jobs=200,
     burst_rounds=4,
     busy_jobs=50,
@@ -88,6 +104,7 @@ QUICK = Plan(
     chunks=20,
     single_pairs=6,
     concurrent_rounds=2,
+    steady_seconds=5,
     single_jobs=50,
     burst_rounds=1,
     busy_jobs=20,
@@ -160,9 +177,58 @@ async def one_stream(session: aiohttp.ClientSession, url: str, body: bytes, expe
         return [ttft, None, type(exc).__name__]
 
 
+async def steady_streams(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    expected: int,
+    clients: int,
+    t0: float,
+    spread: float,
+    warmup: float,
+    duration: float,
+) -> list[list[Any]]:
+    """``clients`` closed-loop clients, each starting its next stream as soon as its previous one ended; client
+    ``i`` starts its first at ``t0 + i * spread / clients`` (``t0`` on ``time.monotonic``'s clock, which on
+    Linux is the same in every process). Returns ``[start - t0, ttft, completion, error]`` of the streams
+    started in ``[t0 + warmup, t0 + duration)``. After ``t0 + duration`` the clients go on starting streams
+    (not returned) until every returned one has ended, so that those end under the same load, then stop."""
+    results: list[list[Any]] = []
+    measuring_from, measuring_until = t0 + warmup, t0 + duration
+    in_flight = 0  # streams being measured that have not ended
+
+    def finished() -> bool:
+        return time.monotonic() >= measuring_until and in_flight == 0
+
+    async def client(index: int) -> None:
+        nonlocal in_flight
+        await asyncio.sleep(max(0.0, t0 + index * spread / clients - time.monotonic()))
+        while not finished():
+            start = time.monotonic()
+            measured = measuring_from <= start < measuring_until
+            in_flight += measured
+            try:
+                ttft, completion, error = await one_stream(session, url, body, expected)
+            finally:
+                in_flight -= measured
+            if measured:
+                results.append([start - t0, ttft, completion, error])
+            if error is not None:
+                await asyncio.sleep(0.05)  # no tight loop of failing requests
+
+    await asyncio.gather(*(client(index) for index in range(clients)))
+    results.sort()
+    return results
+
+
 async def loadgen_main() -> None:
-    """Reads commands (JSON lines) on stdin: ``{"url", "n", "body", "expected"}``; answers each with a JSON
-    line ``{"results": [[ttft, completion, error], ...]}`` for ``n`` concurrent streams. Stops at EOF."""
+    """Reads commands (JSON lines) on stdin and answers each with a JSON line ``{"results": [...]}``. Stops
+    at EOF. Commands:
+
+    * ``{"url", "n", "body", "expected"}``: ``n`` streams started at once; results ``[ttft, completion,
+      error]``;
+    * ``{"url", "body", "expected", "steady": {"clients", "t0", "spread", "warmup", "duration"}}``: closed-loop
+      clients (see ``steady_streams``); results ``[start, ttft, completion, error]``."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -172,11 +238,12 @@ async def loadgen_main() -> None:
     ) as session:
         while line := await reader.readline():
             command = orjson.loads(line)
-            body = orjson.dumps(command["body"])
-            tasks = [
-                one_stream(session, command["url"], body, command["expected"]) for _ in range(command["n"])
-            ]
-            results = await asyncio.gather(*tasks)
+            url, body, expected = command["url"], orjson.dumps(command["body"]), command["expected"]
+            if "steady" in command:
+                results = await steady_streams(session, url, body, expected, **command["steady"])
+            else:
+                tasks = [one_stream(session, url, body, expected) for _ in range(command["n"])]
+                results = await asyncio.gather(*tasks)
             sys.stdout.buffer.write(orjson.dumps({"results": results}) + b"\n")
             sys.stdout.buffer.flush()
 
@@ -211,15 +278,22 @@ class LoadGen:
     def pid(self) -> int:
         return self._process.pid
 
-    async def run(self, url: str, n: int, body: dict[str, Any], expected: int) -> list[list[Any]]:
-        assert self._process.stdin is not None and self._process.stdout is not None
-        command = {"url": url, "n": n, "body": body, "expected": expected}
+    async def send(self, command: dict[str, Any]) -> None:
+        assert self._process.stdin is not None
         self._process.stdin.write(orjson.dumps(command) + b"\n")
         await asyncio.wait_for(self._process.stdin.drain(), 5)
-        line = await asyncio.wait_for(self._process.stdout.readline(), STREAM_TIMEOUT + 10)
+
+    async def receive(self, within: float) -> list[list[Any]]:
+        assert self._process.stdout is not None
+        line = await asyncio.wait_for(self._process.stdout.readline(), within)
         if not line:
             raise RuntimeError(f"the load generator exited (code {self._process.returncode})")
         return orjson.loads(line)["results"]
+
+    async def run(self, url: str, n: int, body: dict[str, Any], expected: int) -> list[list[Any]]:
+        """``n`` streams started at once: ``[ttft, completion, error]`` of each."""
+        await self.send({"url": url, "n": n, "body": body, "expected": expected})
+        return await self.receive(STREAM_TIMEOUT + 10)
 
     async def stop(self) -> None:
         process = self._process
@@ -358,6 +432,9 @@ PROCESSES_TIMED = ("upstream", "loadgen", "redis", "api", "workers")
 class StreamPhase:
     concurrency: int
     workers: int
+    steady: bool = False  # closed-loop clients (``steady_phase``), not rounds of streams started at once
+    run_seconds: float = 0.0  # steady: the run per target, warm-up included
+    warmup_seconds: float = 0.0  # steady: streams started this early in the run are not counted
     direct: Streams = field(default_factory=Streams)
     gateway: Streams = field(default_factory=Streams)
     # CPU seconds each process (or group of processes) used during the measured rounds of each path
@@ -369,7 +446,21 @@ class StreamPhase:
 
     @property
     def label(self) -> str:
-        return f"{self.concurrency}" if self.workers == 1 else f"{self.concurrency}, {self.workers} workers"
+        if self.concurrency == 1:
+            label = "1"
+        elif self.steady:
+            label = f"{self.concurrency} steady"
+        else:
+            label = f"{self.concurrency} at once"
+        return label if self.workers == 1 else f"{label}, {self.workers} workers"
+
+    def cpu_snapshot(self, pids: dict[str, list[int]]) -> dict[str, float]:
+        return {name: sum(map(cpu_seconds, group)) for name, group in pids.items()}
+
+    def add_cpu(self, target: str, before: dict[str, float], after: dict[str, float], wall: float) -> None:
+        for name in before:
+            self.cpu[target][name] += after[name] - before[name]
+        self.wall[target] += wall
 
 
 def chat_body(**extra: Any) -> dict[str, Any]:
@@ -401,14 +492,49 @@ async def stream_phase(
         order = ("direct", "gateway") if number % 2 == 0 else ("gateway", "direct")
         for target in order:
             await asyncio.sleep(0.1)  # let the previous round's tail (stream expiry, job cleanup) settle
-            before = {name: sum(map(cpu_seconds, group)) for name, group in pids.items()}
+            before = phase.cpu_snapshot(pids)
             began = time.perf_counter()
             results = await loadgen.run(urls[target], concurrency, body, expected)
-            phase.wall[target] += time.perf_counter() - began
-            for name, group in pids.items():
-                phase.cpu[target][name] += sum(map(cpu_seconds, group)) - before[name]
+            phase.add_cpu(target, before, phase.cpu_snapshot(pids), time.perf_counter() - began)
             getattr(phase, target).add(results)
         log(f"{phase.label} stream(s): round {number + 1}/{rounds} done")
+    return phase
+
+
+async def steady_phase(
+    loadgen: LoadGen, urls: dict[str, str], clients: int, plan: Plan, pids: dict[str, list[int]]
+) -> StreamPhase:
+    """``clients`` closed-loop clients in the load generator (see ``steady_streams``), first the upstream
+    directly and then the gateway, ``plan.steady_seconds`` each: the first starts spread evenly over one
+    stream's duration, and the streams started within that first stream's duration (the warm-up) not
+    counted. CPU times are taken over the measured part, from the end of the warm-up to the end of the run
+    (in a steady state, the work of as many streams as started in it)."""
+    warmup = plan.stream_seconds
+    phase = StreamPhase(
+        clients, len(pids["workers"]), steady=True, run_seconds=plan.steady_seconds, warmup_seconds=warmup
+    )
+    body = chat_body()
+    expected = plan.chunks + 1
+    for target in ("direct", "gateway"):
+        await asyncio.sleep(0.1)
+        t0 = time.monotonic() + 0.05  # the load generator reads it on the same (system-wide) clock
+        steady = {
+            "clients": clients,
+            "t0": t0,
+            "spread": plan.stream_seconds,
+            "warmup": warmup,
+            "duration": plan.steady_seconds,
+        }
+        await loadgen.send({"url": urls[target], "body": body, "expected": expected, "steady": steady})
+        await asyncio.sleep(max(0.0, t0 + warmup - time.monotonic()))
+        before = phase.cpu_snapshot(pids)
+        began = time.perf_counter()
+        await asyncio.sleep(max(0.0, t0 + plan.steady_seconds - time.monotonic()))
+        phase.add_cpu(target, before, phase.cpu_snapshot(pids), time.perf_counter() - began)
+        # the measured streams' ends, then the clients' last streams: each at most STREAM_TIMEOUT
+        results = await loadgen.receive(2 * STREAM_TIMEOUT + 10)
+        getattr(phase, target).add([result[1:] for result in results])
+        log(f"{phase.label} streams, {target}: {len(results)} measured in {plan.steady_seconds:g} s")
     return phase
 
 
@@ -587,9 +713,17 @@ def report(plan: Plan, phases: list[StreamPhase], pickups: list[PickupRun], elap
         f"# aibridge latency ({time.strftime('%Y-%m-%d %H:%M %Z')}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}, run took {elapsed:.0f} s)",
         "",
-        f"Fake upstream: first chunk after 50 ms, then one every 10 ms, {plan.chunks} content chunks "
-        "+ a usage chunk. One API and one worker, then a second worker for the last stream phase. Times in "
-        "ms. p99 is the nearest-rank p99: with fewer than 100 samples, the maximum.",
+        f"Fake upstream: first chunk after {UPSTREAM_TTFT * 1000:.0f} ms, then one every "
+        f"{UPSTREAM_DELAY * 1000:.0f} ms, {plan.chunks} content chunks + a usage chunk "
+        f"({plan.stream_seconds:.2f} s per stream). One API and one worker, then a second worker for the "
+        "last stream phase. Times in ms. p99 is the nearest-rank p99: with fewer than 100 samples, the "
+        "maximum.",
+        "",
+        "Stream phases: *1*, one stream at a time; *50 steady*, 50 closed-loop clients, each starting its next "
+        f"stream as soon as its previous one ended, for {plan.steady_seconds:g} s per path, their first starts "
+        f"spread evenly over {plan.stream_seconds:.2f} s (one stream) so that arrivals are staggered, and the "
+        "streams started in that first stream's duration (warm-up) not counted; *50 at once*, rounds in "
+        "which 50 streams start at the same instant (a burst of 50 arrivals), with one worker and then two.",
         "",
         "## Time to first chunk (TTFT) and completion time per stream",
         "",
@@ -621,9 +755,36 @@ def report(plan: Plan, phases: list[StreamPhase], pickups: list[PickupRun], elap
     errors = [e for phase in phases for s in (phase.direct, phase.gateway) for e in s.errors]
     if errors:
         lines += ["", "Stream errors: " + ", ".join(sorted(set(errors)))]
+    for phase in phases:
+        if not phase.steady:
+            continue
+        measured = phase.run_seconds - phase.warmup_seconds
+        lines += [
+            "",
+            f"## {phase.label}: streams per path ({phase.concurrency} closed-loop clients)",
+            "",
+            f"Counted: the streams started between {phase.warmup_seconds:.2f} s (end of the warm-up) and "
+            f"{phase.run_seconds:g} s; the clients went on until all of them had ended.",
+            "",
+            "| path | run (s) | warm-up not counted (s) | streams started | streams completed | errors "
+            "| streams started per s |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name in ("direct", "gateway"):
+            s = getattr(phase, name)
+            lines.append(
+                f"| {name} | {phase.run_seconds:g} | {phase.warmup_seconds:.2f} | {s.count} | {len(s.ttft)} "
+                f"| {len(s.errors)} | {s.count / measured:.1f} |"
+            )
+    steady = [phase.label for phase in phases if phase.steady]
     lines += [
         "",
         "## Added TTFT against the target",
+        "",
+        f"Target: added TTFT p50 ≤ {ms(TARGET_ADDED_TTFT_P50)} ms at 1 and at 50 concurrent streams. At 50 "
+        f"streams it is judged on the steady row ({', '.join(steady)}: staggered arrivals, 50 streams "
+        "always open); the burst rows (50 at once) are reported as they are: they show the cost of 50 "
+        f"simultaneous arrivals on {os.cpu_count()} CPUs.",
         "",
         "| streams | added TTFT p50 | target | | added TTFT p90 | added TTFT p99 |",
         "|---|---:|---:|---|---:|---:|",
@@ -642,7 +803,9 @@ def report(plan: Plan, phases: list[StreamPhase], pickups: list[PickupRun], elap
         "## CPU time per stream (ms; from /proc, 10 ms ticks, summed over the measured rounds)",
         "",
         f"Gateway per chunk: the API's and the worker(s)' CPU per stream divided by its {events} chunks, in "
-        "µs. CPUs busy: the CPU time of all the processes listed divided by the wall time of the rounds.",
+        "µs. CPUs busy: the CPU time of all the processes listed divided by the wall time of the rounds. "
+        "Steady rows: the CPU time from the end of the warm-up to the end of the run, divided by the "
+        "streams started in it.",
         "",
         "| streams | path | fake upstream | load generator | Redis | API | worker(s) "
         "| gateway per chunk (µs) | CPUs busy |",
@@ -746,7 +909,11 @@ async def run(plan: Plan, redis_url: str | None) -> str:
             api_url = f"http://{HOST}:{api_port}"
             processes.spawn(
                 "upstream",
-                ["-m", "bench.fake_upstream", "--port", str(upstream_port), "--chunks", str(plan.chunks)],
+                [
+                    *("-m", "bench.fake_upstream", "--port", str(upstream_port)),
+                    *("--ttft", str(UPSTREAM_TTFT), "--delay", str(UPSTREAM_DELAY)),
+                    *("--chunks", str(plan.chunks)),
+                ],
             )
             env = gateway_env(redis_url, prefix, upstream_url, api_port)
             api = processes.spawn("api", ["-m", "shared.cli", "api"], env)
@@ -790,6 +957,7 @@ async def run(plan: Plan, redis_url: str | None) -> str:
             }
             phases = [
                 await stream_phase(loadgen, urls, 1, plan.single_pairs, plan, pids),
+                await steady_phase(loadgen, urls, STEADY_CLIENTS, plan, pids),
                 await stream_phase(loadgen, urls, 50, plan.concurrent_rounds, plan, pids),
             ]
             pickups = []
@@ -845,7 +1013,7 @@ async def run(plan: Plan, redis_url: str | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer, shorter streams and jobs (< 40 s)")
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter streams and jobs (< 45 s)")
     parser.add_argument(
         "--redis-url", help=f"Redis to use (default {DEFAULT_REDIS_URL}, else one of its own)"
     )

@@ -19,19 +19,18 @@ from arq.utils import timestamp_ms
 
 CLAIM_SCRIPT = """
 local ids = {}
-local pop = tonumber(ARGV[4])
+local pop = tonumber(ARGV[3])
 if pop > 0 then
   local popped = redis.call('LPOP', KEYS[2], pop)
   if popped then for _, id in ipairs(popped) do ids[#ids + 1] = id end end
 end
-for i = 6, #ARGV do ids[#ids + 1] = ARGV[i] end
+for i = 5, #ARGV do ids[#ids + 1] = ARGV[i] end
 local claimed = {}
-local limit = tonumber(ARGV[5])
+local limit = tonumber(ARGV[4])
 for _, id in ipairs(ids) do
   if #claimed >= 2 * limit then break end
   local score = redis.call('ZSCORE', KEYS[1], id)
-  if score and tonumber(score) <= tonumber(ARGV[1])
-     and redis.call('SET', ARGV[3] .. id, '1', 'NX', 'PX', ARGV[2]) then
+  if score and redis.call('SET', ARGV[2] .. id, '1', 'NX', 'PX', ARGV[1]) then
     claimed[#claimed + 1] = id
     claimed[#claimed + 1] = score
   end
@@ -92,7 +91,8 @@ class ListPickupWorker(Worker):
     async def _run_claim(self, pop: int, limit: int, candidates: list[bytes]) -> list[tuple[str, int]]:
         """Pop up to ``pop`` pending ids and, with ``candidates``, claim up to ``limit`` jobs not yet running."""
         ttl_ms = int(self.in_progress_timeout_s * 1000)
-        args = [timestamp_ms(), ttl_ms, in_progress_key_prefix, pop, limit, *candidates]
+        # no due-time check: jobs are never deferred here, so a queued id is due whatever the clocks say
+        args = [ttl_ms, in_progress_key_prefix, pop, limit, *candidates]
         flat = await self._claim(keys=[self.queue_name, self._pending_key], args=args)
         return [(flat[i].decode(), int(float(flat[i + 1]))) for i in range(0, len(flat), 2)]
 
