@@ -11,13 +11,14 @@ from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
-from api import health, openai_routes
+from api import health, openai_routes, usage_routes
 from api.openai_routes import InvalidRequest
 from api.state import ApiState
 from api.stream_hub import StreamHub
 from shared.config import Settings
 from shared.errors import error_object
 from shared.keys import RedisKeys
+from shared.recording.store import RecordStore
 from shared.redis import connect
 from shared.upstream import OpenAIUpstream, new_session
 
@@ -29,6 +30,7 @@ def create_app(settings: Settings) -> FastAPI:
         redis = await connect(settings.redis_url, keys)
         session = new_session()
         streams = StreamHub(redis, keys.api_wake)
+        app.state.aibridge_records = RecordStore(settings.database_url)
         app.state.aibridge = ApiState(
             settings=settings,
             keys=keys,
@@ -41,12 +43,14 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             await streams.stop()
+            await app.state.aibridge_records.close()
             await session.close()
             await redis.aclose()
 
     app = FastAPI(title="aibridge", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.include_router(openai_routes.router)
     app.include_router(health.router)
+    app.include_router(usage_routes.router)
 
     @app.exception_handler(InvalidRequest)
     async def invalid_request(_: Request, exc: InvalidRequest) -> Response:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from shared.config import ConfigError, Settings, load_settings
 
@@ -22,6 +25,11 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--host")
         command.add_argument("--port", type=int)
     commands.add_parser("worker", help="run a worker", parents=[common])
+    database = commands.add_parser("db", help="the usage database", parents=[common])
+    database.add_argument("action", choices=["upgrade"], help="apply the schema migrations")
+    usage = commands.add_parser("usage", help="print token usage", parents=[common])
+    usage.add_argument("--since", default="7d", help="e.g. 7d, 24h, or an ISO-8601 time (default 7d)")
+    usage.add_argument("--by", choices=["actor", "model"], help="group by this alone (default: both)")
     return parser
 
 
@@ -41,8 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     if settings.log_level.lower() != "debug":
         logging.getLogger("arq.worker").setLevel(logging.WARNING)  # its job lines would log request bodies
         logging.getLogger("httpx2").setLevel(logging.WARNING)  # a line per MCP request
+        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     if args.command == "api":
         return _run_api(settings)
+    if args.command == "db":
+        return _upgrade_database(settings)
+    if args.command == "usage":
+        return _print_usage(settings, args.since, args.by)
     if args.command == "worker":
         from worker.main import run_worker
 
@@ -51,6 +64,29 @@ def main(argv: list[str] | None = None) -> int:
     from shared.local import run_local
 
     return run_local(settings, args.config)
+
+
+def _upgrade_database(settings: Settings) -> int:
+    from shared.recording.migrate import upgrade
+
+    try:
+        asyncio.run(upgrade(settings.database_url))
+    except (OSError, ValueError, SQLAlchemyError) as exc:
+        print(f"aibridge: could not migrate the usage database: {exc}", file=sys.stderr)
+        return 1
+    print("aibridge: the usage database is up to date", file=sys.stderr)
+    return 0
+
+
+def _print_usage(settings: Settings, since: str, by: str | None) -> int:
+    from shared.recording.report import ReportError, usage_report
+
+    try:
+        print(asyncio.run(usage_report(settings.database_url, since, by)))
+    except ReportError as exc:
+        print(f"aibridge: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _run_api(settings: Settings) -> int:

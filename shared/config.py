@@ -15,6 +15,7 @@ from pydantic_settings import (
 )
 
 from shared.mcp.config import McpServerConfig
+from shared.recording.store import async_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -50,6 +51,8 @@ class Settings(BaseSettings):
     job_timeout: float = Field(default=3600.0, gt=0)
     worker_idle_poll: float = Field(default=1.0, gt=0)
 
+    database_url: str = "sqlite+aiosqlite:///aibridge.db"
+
     mcp_servers: list[McpServerConfig] = Field(default_factory=list)
     mcp_call_timeout: float = Field(default=600.0, gt=0)
     mcp_max_rounds: int = Field(default=16, ge=1)
@@ -67,6 +70,12 @@ class Settings(BaseSettings):
     def _redis_scheme(cls, value: str) -> str:
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_driver(cls, value: str) -> str:
+        async_url(value)  # raises ValueError for a database the recorder cannot use
         return value
 
     @field_validator("openai_base_url")

@@ -106,6 +106,9 @@ def run_local(settings: Settings, config: Path | None) -> int:
         else:
             print(f"aibridge: using Redis at {settings.redis_url}", file=sys.stderr)
         base = [sys.executable, "-m", "shared.cli"] + (["--config", str(config)] if config else [])
+        if subprocess.run([*base, "db", "upgrade"], env=env, check=False).returncode != 0:
+            _stop(owned)
+            return 1
         children = [subprocess.Popen([*base, "worker"], env=env), subprocess.Popen([*base, "api"], env=env)]
         print(f"aibridge: serving http://{settings.host}:{settings.port}/openai/v1", file=sys.stderr)
         return _supervise(children, owned)

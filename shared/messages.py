@@ -6,7 +6,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class ChatJob(BaseModel):
@@ -19,6 +19,8 @@ class ChatJob(BaseModel):
     body: dict[str, Any]
     streaming: bool
     user_agent: str | None = None
+    actor_id: str | None = None
+    actor_metadata: dict[str, str] = Field(default_factory=dict)
     enqueued_at: float
 
 

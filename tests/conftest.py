@@ -1,20 +1,28 @@
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import shutil
+import sqlite3
 import sys
 import tempfile
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
 
+import asyncpg
 import pytest
 import redis
 
 from shared.local import find_redis_server, free_port, start_redis
 from tests.fake_upstream import FakeUpstream
-from tests.gateway import Gateway
+from tests.gateway import Gateway, migrate
 from tests.mcp_http import ROOT, HttpServer
+from tests.tcp_proxy import TcpProxy
 
 
 @pytest.fixture(scope="session")
@@ -111,6 +119,89 @@ def tool_gateway(redis_url: str, upstream: FakeUpstream, mcp_http_url: str) -> I
             AIBRIDGE_MCP_MAX_ROUNDS="4",
             AIBRIDGE_MCP_CALL_TIMEOUT="40",
         )
+
+
+@pytest.fixture(scope="session")
+def postgres_admin_url() -> str:
+    """A PostgreSQL server the suite may create databases on: AIBRIDGE_TEST_POSTGRES_URL, else the local one."""
+    url = os.environ.get("AIBRIDGE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+    try:
+        asyncio.run(asyncio.wait_for(_postgres(url, "SELECT 1"), 5))
+    except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
+        pytest.skip(f"no PostgreSQL reachable at {url} ({exc}); set AIBRIDGE_TEST_POSTGRES_URL")
+    return url
+
+
+async def _postgres(url: str, statement: str) -> None:
+    connection = await asyncpg.connect(url.replace("postgresql+asyncpg://", "postgresql://"))
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+@dataclass
+class RecordingDatabase:
+    """A migrated, empty recording database, and how to take it away from the gateway for a while."""
+
+    url: str
+    outage: Callable[[], contextlib.AbstractContextManager[None]]
+
+
+@contextlib.contextmanager
+def _sqlite_lock(path: Path) -> Iterator[None]:
+    lock = sqlite3.connect(path, timeout=5, isolation_level=None)
+    lock.execute("BEGIN EXCLUSIVE")  # every write of the gateway fails while this is held
+    try:
+        yield
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+
+
+@contextlib.contextmanager
+def _cut(proxy: TcpProxy) -> Iterator[None]:
+    proxy.cut()
+    try:
+        yield
+    finally:
+        proxy.restore()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def recording_database(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[RecordingDatabase]:
+    """SQLite (an outage: the file locked by another connection) or a PostgreSQL database of its own, reached
+    through a TCP proxy (an outage: the proxy drops and refuses connections)."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("records") / "records.db"
+        url = f"sqlite+aiosqlite:///{path}"
+        migrate(url)
+        yield RecordingDatabase(url, lambda: _sqlite_lock(path))
+        return
+    admin = request.getfixturevalue("postgres_admin_url")
+    name = f"aibridge_test_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_postgres(admin, f"CREATE DATABASE {name}"))
+    server = urlparse(admin.replace("postgresql+asyncpg://", "postgresql://"))
+    proxy = TcpProxy(server.hostname or "127.0.0.1", server.port or 5432).start()
+    user = f"{server.username}@" if server.username else ""
+    try:
+        migrate(f"postgresql+asyncpg://{server.netloc}/{name}")
+        yield RecordingDatabase(
+            f"postgresql+asyncpg://{user}127.0.0.1:{proxy.port}/{name}", lambda: _cut(proxy)
+        )
+    finally:
+        proxy.stop()
+        asyncio.run(_postgres(admin, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+@pytest.fixture(scope="module")
+def recording_gateway(
+    recording_database: RecordingDatabase, redis_url: str, upstream: FakeUpstream, mcp_http_url: str
+) -> Iterator[Gateway]:
+    """A deployment that records into a fresh database, with the test MCP server as "test"."""
+    servers = json.dumps([{"name": "test", "url": mcp_http_url}])
+    with deployments(redis_url, upstream) as make:
+        yield make(AIBRIDGE_DATABASE_URL=recording_database.url, AIBRIDGE_MCP_SERVERS=servers)
 
 
 @pytest.fixture

@@ -60,6 +60,9 @@ class Gateway:
         )
 
     def start(self, workers: int = 1, wait_ready: bool = True) -> Gateway:
+        if "AIBRIDGE_DATABASE_URL" not in self.env:
+            self.env["AIBRIDGE_DATABASE_URL"] = f"sqlite+aiosqlite:///{self._logs / 'records.db'}"
+            migrate(self.env["AIBRIDGE_DATABASE_URL"])
         self.api = self._spawn("api")
         for _ in range(workers):
             self.add_worker()
@@ -107,3 +110,16 @@ class Gateway:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def migrate(url: str) -> None:
+    """``aibridge db upgrade`` on the database at ``url``."""
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "db", "upgrade"],
+        env={**os.environ, "AIBRIDGE_DATABASE_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"aibridge db upgrade failed:\n{result.stderr}")

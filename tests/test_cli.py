@@ -93,6 +93,7 @@ def test_up_serves_streams_and_stops_cleanly_on_ctrl_c(redis_url, upstream, tmp_
         "AIBRIDGE_REDIS_URL": redis_url,
         "AIBRIDGE_KEY_PREFIX": f"up-{port}:",
         "AIBRIDGE_OPENAI_BASE_URL": upstream.base_url,
+        "AIBRIDGE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'records.db'}",
     }
     up = subprocess.Popen(
         [sys.executable, "-m", "shared.cli", "up", "--port", str(port)],
@@ -123,3 +124,16 @@ def test_up_serves_streams_and_stops_cleanly_on_ctrl_c(redis_url, upstream, tmp_
     assert f"using Redis at {redis_url}" in output
     with pytest.raises(httpx2.HTTPError):
         httpx2.get(f"http://127.0.0.1:{port}/healthz", timeout=1)
+
+
+def test_db_upgrade_then_usage_on_the_command_line(tmp_path):
+    env = {"AIBRIDGE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'records.db'}"}
+    upgraded = run_cli("db", "upgrade", env=env)
+    assert upgraded.returncode == 0, upgraded.stderr
+    report = run_cli("usage", "--since", "24h", "--by", "model", env=env)
+    assert report.returncode == 0, report.stderr
+    assert report.stdout.startswith("Token usage, since")
+    assert "no usage recorded" in report.stdout
+    bad = run_cli("usage", "--since", "last tuesday", env=env)
+    assert bad.returncode == 1
+    assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr

@@ -15,8 +15,11 @@ class ToolCall:
 
 @dataclass
 class AssistantMessage:
-    """Accumulates ``choices[0].delta`` of streamed chunks: content and tool calls by their index."""
+    """The message of one upstream round: its id and usage, its content, and its tool calls by index
+    (accumulated from streamed ``choices[0].delta`` objects, or read from a blocking completion)."""
 
+    msg_id: str = ""
+    usage: dict[str, Any] | None = None
     content: list[str] = field(default_factory=list)
     _calls: dict[int, dict[str, Any]] = field(default_factory=dict)
 
@@ -31,19 +34,22 @@ class AssistantMessage:
             call["name"] += function.get("name") or ""
             call["arguments"] += function.get("arguments") or ""
 
-    @classmethod
-    def from_completion_message(cls, message: dict[str, Any]) -> AssistantMessage:
-        built = cls()
+    def add_completion(self, completion: dict[str, Any]) -> None:
+        """Read a blocking completion: its id, usage, and the first choice's message."""
+        self.msg_id = str(completion.get("id") or "")
+        if isinstance(usage := completion.get("usage"), dict):
+            self.usage = usage
+        choices = completion.get("choices") or [{}]
+        message = choices[0].get("message") or {}
         if isinstance(message.get("content"), str):
-            built.content.append(message["content"])
+            self.content.append(message["content"])
         for index, call in enumerate(message.get("tool_calls") or ()):
             function = call.get("function") or {}
-            built._calls[index] = {
+            self._calls[index] = {
                 "id": call.get("id") or "",
                 "name": function.get("name") or "",
                 "arguments": function.get("arguments") or "",
             }
-        return built
 
     @property
     def tool_calls(self) -> list[ToolCall]:

@@ -3,6 +3,7 @@ the configured MCP servers injected and their calls run here until the model ans
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Protocol
 
@@ -11,10 +12,12 @@ import orjson
 from shared.errors import error_body, normalize_error_body
 from shared.mcp.tools import McpTool, ToolCallError
 from shared.messages import ChatJob
+from shared.recording.records import Outcome, Recorder
 from shared.upstream import ERROR_BODY_LIMIT, OpenAIUpstream, UpstreamFailure
 from worker.assistant import AssistantMessage, ToolCall
 from worker.chunks import replace_id, replace_id_and_usage
 from worker.job_stream import JobStream
+from worker.recording import InterceptionRecording
 from worker.sse import iter_sse_data
 from worker.usage import add_usage
 
@@ -33,9 +36,18 @@ class ToolProxy(Protocol):
 
 class ChatCompletionsInterception:
     def __init__(
-        self, job: ChatJob, upstream: OpenAIUpstream, stream: JobStream, tools: ToolProxy, *, max_rounds: int
+        self,
+        job: ChatJob,
+        upstream: OpenAIUpstream,
+        stream: JobStream,
+        tools: ToolProxy,
+        recorder: Recorder,
+        *,
+        max_rounds: int,
     ) -> None:
         self._job = job
+        self._recording = InterceptionRecording(recorder, job)
+        self._outcome = Outcome.OK
         self._upstream = upstream
         self._stream = stream
         self._tools = tools
@@ -46,14 +58,34 @@ class ChatCompletionsInterception:
         self._cumulative_usage: dict[str, Any] = {}
 
     async def run(self) -> None:
+        self._recording.started()
         try:
-            if self._job.streaming:
-                await self._run_streaming()
-            else:
-                await self._run_blocking()
-        except UpstreamFailure as failure:
-            await self._stream.error(failure.status, failure.body)
-        await self._stream.done()
+            try:
+                if self._job.streaming:
+                    await self._run_streaming()
+                else:
+                    await self._run_blocking()
+            except UpstreamFailure as failure:
+                await self._error(failure.status, failure.body)
+            await self._stream.done()
+        except asyncio.CancelledError:
+            self._outcome = Outcome.CLIENT_GONE
+            raise
+        except Exception:
+            self._outcome = Outcome.WORKER_ERROR
+            raise
+        finally:
+            self._recording.ended(self._outcome)
+
+    async def _error(self, status: int, body: bytes) -> None:
+        """Tell the client the interception failed: the answer before the stream opened, an event after."""
+        self._outcome = Outcome.UPSTREAM_ERROR
+        await self._stream.error(status, body)
+
+    async def _result(self, status: int, body: bytes) -> None:
+        if status >= 400:
+            self._outcome = Outcome.UPSTREAM_ERROR
+        await self._stream.result(status, body)
 
     def _request_body(self, *, streaming: bool) -> dict[str, Any]:
         body = {**self._job.body, "messages": self._messages}
@@ -75,32 +107,47 @@ class ChatCompletionsInterception:
 
     async def _run_streaming(self) -> None:
         for _ in range(self._max_rounds):
-            calls = await self._stream_round()
+            msg_id, calls = await self._stream_round()
             if not calls:
                 return
             await self._stream.open()  # headers and pings reach the client while the tools run
-            await self._call_tools(calls)
-        await self._stream.error(500, self._round_limit_error())
+            await self._call_tools(msg_id, calls)
+        await self._error(500, self._round_limit_error())
 
-    async def _stream_round(self) -> list[ToolCall]:
-        """One streamed upstream call; returns the injected tool calls to run before the next one."""
+    async def _stream_round(self) -> tuple[str, list[ToolCall]]:
+        """One streamed upstream call; returns its message id and the injected tool calls to run before the
+        next one."""
         message = AssistantMessage()
-        withheld = False  # the round's tool calls are the gateway's own: the client never sees them
+        try:
+            withheld = await self._relay_round(message)
+        finally:
+            self._recording.round_ended(message.msg_id, message.usage)
+        if not withheld:
+            self._record_client_calls(message)
+            return message.msg_id, []
+        return message.msg_id, self._next_calls(message)
+
+    async def _relay_round(self, message: AssistantMessage) -> bool:
+        """Relay one streamed upstream call into ``message``; True if its tool calls are the gateway's own
+        (withheld from the client)."""
+        withheld = False
         async with self._upstream.post(PATH, self._request_body(streaming=True)) as response:
             if response.status >= 400:
                 raw = await response.content.read(ERROR_BODY_LIMIT)
-                await self._stream.error(
+                await self._error(
                     response.status, normalize_error_body(raw, f"upstream answered {response.status}")
                 )
-                return []
+                return False
             async for data in iter_sse_data(response.content):
                 if data == b"[DONE]":
                     break
                 chunk = await self._parse_chunk(data)
                 if chunk is None:
-                    return []
+                    return False
+                message.msg_id = message.msg_id or str(chunk.get("id") or "")
                 usage = chunk.get("usage")
                 if isinstance(usage, dict):  # counted even in a withheld chunk: some providers put it there
+                    message.usage = usage
                     self._cumulative_usage = add_usage(self._cumulative_usage, usage)
                 choices = chunk.get("choices")
                 if choices:
@@ -110,7 +157,11 @@ class ChatCompletionsInterception:
                     if withheld:
                         continue
                 await self._relay_chunk(data, chunk)
-        return self._next_calls(message) if withheld else []
+        return withheld
+
+    def _record_client_calls(self, message: AssistantMessage) -> None:
+        for call in message.tool_calls:
+            self._recording.tool_called(message.msg_id, call, None)
 
     def _starts_injected_call(self, delta: dict[str, Any]) -> bool:
         calls = delta.get("tool_calls")
@@ -123,6 +174,7 @@ class ChatCompletionsInterception:
         calls = message.tool_calls
         foreign = [call.name for call in calls if call.name not in self._injected]
         if len(foreign) == len(calls):
+            self._record_client_calls(message)
             return []
         if foreign:
             logger.warning(
@@ -142,10 +194,10 @@ class ChatCompletionsInterception:
             chunk = None
         if not isinstance(chunk, dict):
             logger.warning("interception %s: upstream chunk is not a JSON object", self._job.interception_id)
-            await self._stream.error(502, normalize_error_body(data, "the upstream sent a malformed chunk"))
+            await self._error(502, normalize_error_body(data, "the upstream sent a malformed chunk"))
             return None
         if "error" in chunk:
-            await self._stream.error(500, normalize_error_body(data, "the upstream reported an error"))
+            await self._error(500, normalize_error_body(data, "the upstream reported an error"))
             return None
         return chunk
 
@@ -155,55 +207,67 @@ class ChatCompletionsInterception:
         else:
             await self._stream.chunk(replace_id(data, chunk, self._id_json))
 
-    async def _call_tools(self, calls: list[ToolCall]) -> None:
+    async def _call_tools(self, msg_id: str, calls: list[ToolCall]) -> None:
         for call in calls:
-            result = await self._call_tool(call)
+            tool = self._injected[call.name]
+            error = None
+            try:
+                result = await self._call_tool(tool, call)
+            except ToolCallError as exc:
+                logger.info("interception %s: tool %s failed: %s", self._job.interception_id, call.name, exc)
+                error = str(exc)
+                result = {"error": True, "message": error}
+            self._recording.tool_called(msg_id, call, tool, error)
             self._messages.append(
                 {"role": "tool", "tool_call_id": call.id, "content": orjson.dumps(result).decode()}
             )
 
-    async def _call_tool(self, call: ToolCall) -> Any:
-        tool = self._injected[call.name]
+    async def _call_tool(self, tool: McpTool, call: ToolCall) -> Any:
         try:
             arguments = orjson.loads(call.arguments or "{}")
         except orjson.JSONDecodeError as exc:
-            return {"error": True, "message": f"the tool arguments are not valid JSON: {exc}"}
+            raise ToolCallError(f"the tool arguments are not valid JSON: {exc}") from None
         if not isinstance(arguments, dict):
-            return {"error": True, "message": "the tool arguments must be a JSON object"}
-        try:
-            return await self._tools.call(tool, arguments)
-        except ToolCallError as exc:
-            logger.info("interception %s: tool %s failed: %s", self._job.interception_id, call.name, exc)
-            return {"error": True, "message": str(exc)}
+            raise ToolCallError("the tool arguments must be a JSON object")
+        return await self._tools.call(tool, arguments)
 
     async def _run_blocking(self) -> None:
         for round_number in range(1, self._max_rounds + 1):
-            async with self._upstream.post(PATH, self._request_body(streaming=False)) as response:
-                raw = await response.read()
-                status = response.status
-            if status >= 400:
-                await self._stream.result(status, normalize_error_body(raw, f"upstream answered {status}"))
-                return
+            message = AssistantMessage()
             try:
-                completion = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                completion = None
-            if not isinstance(completion, dict):
-                await self._stream.result(
-                    502, normalize_error_body(raw, "the upstream sent a malformed completion")
-                )
+                completion, raw, status = await self._blocking_round(message)
+            finally:
+                self._recording.round_ended(message.msg_id, message.usage)
+            if completion is None:
                 return
-            if isinstance(usage := completion.get("usage"), dict):
-                self._cumulative_usage = add_usage(self._cumulative_usage, usage)
-            choices = completion.get("choices") or [{}]
-            message = AssistantMessage.from_completion_message(choices[0].get("message") or {})
             calls = self._next_calls(message)
             if not calls:
                 if round_number > 1 and self._cumulative_usage:
                     body = replace_id_and_usage(completion, self._id_json, self._cumulative_usage)
                 else:
                     body = replace_id(raw, completion, self._id_json)
-                await self._stream.result(status, body)
+                await self._result(status, body)
                 return
-            await self._call_tools(calls)
-        await self._stream.result(500, self._round_limit_error())
+            await self._call_tools(message.msg_id, calls)
+        await self._result(500, self._round_limit_error())
+
+    async def _blocking_round(self, message: AssistantMessage) -> tuple[dict[str, Any] | None, bytes, int]:
+        """One blocking upstream call, read into ``message``: the completion (None when the call failed and
+        the client has been answered), the body as sent, and the status."""
+        async with self._upstream.post(PATH, self._request_body(streaming=False)) as response:
+            raw = await response.read()
+            status = response.status
+        if status >= 400:
+            await self._result(status, normalize_error_body(raw, f"upstream answered {status}"))
+            return None, raw, status
+        try:
+            completion = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            completion = None
+        if not isinstance(completion, dict):
+            await self._result(502, normalize_error_body(raw, "the upstream sent a malformed completion"))
+            return None, raw, status
+        message.add_completion(completion)
+        if message.usage is not None:
+            self._cumulative_usage = add_usage(self._cumulative_usage, message.usage)
+        return completion, raw, status

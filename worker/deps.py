@@ -18,6 +18,8 @@ from redis.exceptions import RedisError
 from shared.config import Settings
 from shared.keys import RedisKeys
 from shared.mcp.manager import McpToolManager
+from shared.recording.buffered import BufferedRecorder
+from shared.recording.store import RecordStore
 from shared.upstream import OpenAIUpstream, new_session
 from worker.control import ControlListener
 from worker.stream_writes import CoalescingWriter
@@ -37,6 +39,8 @@ class WorkerDeps:
     control: ControlListener
     tools: McpToolManager
     writes: CoalescingWriter
+    record_store: RecordStore
+    recorder: BufferedRecorder
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     _presence: asyncio.Task[None] | None = None
 
@@ -58,8 +62,11 @@ class WorkerDeps:
             control=control,
             tools=tools,
             writes=CoalescingWriter(redis),
+            record_store=(record_store := RecordStore(settings.database_url)),
+            recorder=BufferedRecorder(record_store),
         )
         deps.writes.start()
+        deps.recorder.start()
         control.start()
         try:  # announce only once cancellations can reach this worker
             await asyncio.wait_for(control.subscribed.wait(), settings.heartbeat_timeout)
@@ -75,6 +82,8 @@ class WorkerDeps:
             await asyncio.gather(self._presence, return_exceptions=True)
         await self.control.stop()
         await self.writes.stop()
+        await self.recorder.close()
+        await self.record_store.close()
         await self.tools.close()
         await self.session.close()
         try:

@@ -37,7 +37,7 @@ async def chat_completions(ctx: dict[str, Any], payload: dict[str, Any]) -> None
         await stream.expire()
         return
     interception = ChatCompletionsInterception(
-        job, deps.upstream, stream, deps.tools, max_rounds=deps.settings.mcp_max_rounds
+        job, deps.upstream, stream, deps.tools, deps.recorder, max_rounds=deps.settings.mcp_max_rounds
     )
     async with stream.heartbeats(deps.settings.heartbeat_interval):
         work = asyncio.create_task(interception.run())

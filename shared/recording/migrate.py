@@ -1,0 +1,65 @@
+"""Applying the usage records' migrations from code: no ``alembic.ini`` needed where the gateway runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy.engine import Connection
+from sqlalchemy.pool import NullPool
+
+from shared.recording.store import async_url, create_engine
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+HEAD = "0001"
+# not alembic's default "alembic_version": the records may share a database with an application of its own
+VERSION_TABLE = "aibridge_alembic_version"
+_PG_LOCK = 0x41494252  # pg_advisory_xact_lock key: concurrent upgrades run one after the other
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """A Config for alembic's ``command`` functions (``upgrade``, ``revision`` for a new migration...)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    if url is not None:
+        config.set_main_option("sqlalchemy.url", async_url(url).replace("%", "%%"))
+    return config
+
+
+async def upgrade(url: str, revision: str = "head") -> None:
+    """Brings the database at ``url`` to ``revision`` (the newest by default), creating a SQLite file if
+    there is none. Safe to run from several processes at once: they take a lock and go one at a time."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            if engine.dialect.name == "sqlite":
+                await connection.exec_driver_sql("BEGIN IMMEDIATE")
+            else:
+                await connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK})")
+            await connection.run_sync(_upgrade, alembic_config(url), revision)
+            await connection.commit()
+    finally:
+        await engine.dispose()
+
+
+def _upgrade(connection: Connection, config: Config, revision: str) -> None:
+    config.attributes["connection"] = connection
+    command.upgrade(config, revision)
+
+
+async def current_revision(url: str) -> str | None:
+    """The revision the database at ``url`` is at, None before any."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            return await connection.run_sync(_current)
+    finally:
+        await engine.dispose()
+
+
+def _current(connection: Connection) -> str | None:
+    return MigrationContext.configure(
+        connection, opts={"version_table": VERSION_TABLE}
+    ).get_current_revision()

@@ -1,0 +1,88 @@
+"""The records of an interception, one definition each (coder/aibridge's recorder records)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Outcome(StrEnum):
+    OK = "ok"
+    UPSTREAM_ERROR = "upstream_error"
+    CLIENT_GONE = "client_gone"
+    WORKER_ERROR = "worker_error"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    interception_id: str
+
+
+class InterceptionStarted(_Record):
+    kind: Literal["interception"] = "interception"
+    actor_id: str | None = None
+    actor_metadata: dict[str, str] = Field(default_factory=dict)
+    provider: str
+    model: str
+    streaming: bool
+    user_agent: str | None = None
+    started_at: datetime
+
+
+class InterceptionEnded(_Record):
+    kind: Literal["interception_ended"] = "interception_ended"
+    ended_at: datetime = Field(default_factory=utcnow)
+    outcome: Outcome
+
+
+class TokenUsage(_Record):
+    """One upstream round's usage. ``input`` is prompt tokens minus cached tokens."""
+
+    kind: Literal["token_usage"] = "token_usage"
+    msg_id: str
+    input: int
+    output: int
+    cache_read_input: int = 0
+    extra: dict[str, int] = Field(default_factory=dict)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class PromptUsage(_Record):
+    """The last user prompt of the interception's request."""
+
+    kind: Literal["prompt_usage"] = "prompt_usage"
+    msg_id: str
+    prompt: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class ToolUsage(_Record):
+    kind: Literal["tool_usage"] = "tool_usage"
+    msg_id: str
+    tool_call_id: str
+    server_url: str | None = None
+    tool: str
+    args: Any = None
+    injected: bool
+    invocation_error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+Record = Annotated[
+    InterceptionStarted | InterceptionEnded | TokenUsage | PromptUsage | ToolUsage,
+    Field(discriminator="kind"),
+]
+
+
+class Recorder(Protocol):
+    """Takes records without blocking or raising: recording must never slow or break the relay."""
+
+    def record(self, record: Record) -> None: ...
