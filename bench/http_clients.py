@@ -37,6 +37,8 @@ import aiohttp
 import httpx2
 import orjson
 
+from bench.latency import log, percentile
+
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 TIMEOUT = 30.0
@@ -45,17 +47,6 @@ SCENARIOS: dict[str, dict[str, float]] = {
     "burst (100 chunks at once)": {"bench_ttft": 0, "bench_delay": 0, "bench_chunks": 100},
     "paced (50 chunks, 1 ms apart)": {"bench_ttft": 0, "bench_delay": 0.001, "bench_chunks": 50},
 }
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[min(len(ordered), max(1, math.ceil(p / 100 * len(ordered)))) - 1]
 
 
 @dataclass
