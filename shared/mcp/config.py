@@ -106,8 +106,7 @@ class McpServerConfig(BaseModel):
         """The server as recorded with its tools' usage: the URL, or ``stdio:<command> <args...>``."""
         if self.url is not None:
             return self.url
-        assert self.command is not None
-        return "stdio:" + " ".join([self.command, *(shlex.quote(arg) for arg in self.args)])
+        return "stdio:" + " ".join([self.command or "", *(shlex.quote(arg) for arg in self.args)])
 
     def header_values(self) -> dict[str, str]:
         """The HTTP headers in clear, for the transport only: never log them."""

@@ -298,9 +298,8 @@ class McpToolManager:
                 )
                 target = streamable_http_client(config.url, http_client=http)
             else:
-                assert config.command is not None
                 target = StdioServerParameters(
-                    command=config.command, args=config.args, env=config.env or None
+                    command=config.command or "", args=config.args, env=config.env or None
                 )
             client = Client(
                 target,

@@ -107,7 +107,8 @@ class BufferedRecorder:
         self._wake.set()
         self.start()
         task = self._task
-        assert task is not None
+        if task is None:  # start() above always makes one
+            return
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout)
         except TimeoutError:
