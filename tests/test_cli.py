@@ -137,3 +137,36 @@ def test_db_upgrade_then_usage_on_the_command_line(tmp_path):
     bad = run_cli("usage", "--since", "last tuesday", env=env)
     assert bad.returncode == 1
     assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_mcp_servers_from_the_toml_file(tmp_path):
+    config = tmp_path / "aibridge.toml"
+    config.write_text(
+        "[mcp]\nmax_rounds = 5\n\n"
+        '[[mcp.servers]]\nname = "tickets"\nurl = "https://mcp.example.com/mcp"\n'
+        'headers = { Authorization = "Bearer secret-token" }\ndeny = "^delete_"\n\n'
+        '[[mcp.servers]]\nname = "local"\ncommand = "python"\nargs = ["-m", "tests.mcp_server", "--stdio"]\n'
+    )
+    settings = load_settings(config)
+    assert [server.name for server in settings.mcp_servers] == ["tickets", "local"]
+    assert settings.mcp_servers[0].header_values() == {"Authorization": "Bearer secret-token"}
+    assert settings.mcp_servers[1].server_url == "stdio:python -m tests.mcp_server --stdio"
+    assert settings.mcp_max_rounds == 5
+    assert "secret-token" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    "servers",
+    [
+        '[{"name": "both", "url": "http://127.0.0.1:1/mcp", "command": "x"}]',
+        '[{"name": "bad name!", "url": "http://127.0.0.1:1/mcp"}]',
+        '[{"name": "re", "url": "http://127.0.0.1:1/mcp", "allow": "("}]',
+        '[{"name": "twice", "command": "x"}, {"name": "twice", "command": "y"}]',
+        "not json",
+    ],
+)
+def test_invalid_mcp_servers_stop_the_worker_with_one_line(servers):
+    result = run_cli("worker", env={"AIBRIDGE_MCP_SERVERS": servers})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "mcp_servers" in result.stderr.lower() and "Traceback" not in result.stderr
