@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     worker_max_jobs: int = Field(default=500, ge=1)
     job_timeout: float = Field(default=3600.0, gt=0)
     worker_idle_poll: float = Field(default=1.0, gt=0)
+    worker_shutdown_timeout: float = Field(default=30.0, ge=0)
 
     database_url: str = "sqlite+aiosqlite:///aibridge.db"
 

@@ -46,21 +46,24 @@ async def chat_completions(ctx: dict[str, Any], payload: dict[str, Any]) -> None
             await work
         except asyncio.CancelledError:
             current = asyncio.current_task()
-            if current is not None and current.cancelling():
+            if current is not None and current.cancelling():  # the worker is stopping, or the job timed out
+                await _report_worker_error(
+                    stream, "the gateway's worker stopped before the answer was complete"
+                )
                 raise
             logger.info("interception %s: cancelled, client gone", interception_id)
         except Exception:
             logger.exception("interception %s: worker error", interception_id)
-            await _report_worker_error(stream)
+            await _report_worker_error(stream, "the gateway failed while handling the request")
         finally:
             deps.control.unregister(interception_id)
     if work.cancelled():
         await stream.expire()
 
 
-async def _report_worker_error(stream: JobStream) -> None:
+async def _report_worker_error(stream: JobStream, message: str) -> None:
     try:
-        await stream.error(500, error_body("the gateway failed while handling the request", "server_error"))
+        await stream.error(500, error_body(message, "server_error", "worker_error"))
         await stream.done()
     except RedisError as exc:
         logger.warning("could not report the worker error: %s", exc)

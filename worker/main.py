@@ -45,6 +45,7 @@ def build_worker(settings: Settings, redis: ArqRedis) -> ListPickupWorker:
         idle_poll=settings.worker_idle_poll,
         max_jobs=settings.worker_max_jobs,
         job_timeout=settings.job_timeout,
+        job_completion_wait=int(settings.worker_shutdown_timeout),  # SIGTERM: finish running jobs first
         max_tries=1,
         keep_result=0,
         job_serializer=orjson.dumps,
