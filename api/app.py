@@ -12,6 +12,7 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
 from api import health, openai_routes, usage_routes
+from api.jobs import QueueFull
 from api.openai_routes import InvalidRequest
 from api.state import ApiState
 from api.stream_hub import StreamHub
@@ -57,6 +58,15 @@ def create_app(settings: Settings) -> FastAPI:
         body = error_object(exc.message, "invalid_request_error", "invalid_request")
         body["error"]["param"] = exc.param
         return JSONResponse(body, 400)
+
+    @app.exception_handler(QueueFull)
+    async def queue_full(_: Request, exc: QueueFull) -> Response:
+        body = error_object(
+            f"the gateway is overloaded ({exc.depth} requests waiting); try again shortly",
+            "server_error",
+            "queue_full",
+        )
+        return JSONResponse(body, 503, headers={"Retry-After": "2"})
 
     @app.exception_handler(RedisError)
     async def redis_down(_: Request, exc: RedisError) -> Response:

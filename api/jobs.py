@@ -23,9 +23,20 @@ logger = logging.getLogger(__name__)
 JOB_FUNCTION = "chat_completions"
 
 
+class QueueFull(Exception):
+    """More jobs wait for a worker than ``max_queue_depth``: the request is shed (HTTP 503)."""
+
+    def __init__(self, depth: int) -> None:
+        super().__init__(depth)
+        self.depth = depth
+
+
 def add_job(pipe: Pipeline, keys: RedisKeys, job: ChatJob, *, expires: float) -> None:
     """Add to ``pipe`` what queues ``job``: arq's job key, its queue entry, and its id on the pending list
-    the workers block on. The job expires unless a worker takes it within ``expires`` seconds."""
+    the workers block on. The job expires unless a worker takes it within ``expires`` seconds.
+
+    The first command's result is the number of jobs that were waiting before this one."""
+    pipe.llen(keys.pending)
     enqueued_ms = int(job.enqueued_at * 1000)
     data = serialize_job(
         JOB_FUNCTION, (job.model_dump(mode="json"),), {}, None, enqueued_ms, serializer=orjson.dumps
@@ -42,11 +53,26 @@ async def enqueue_and_follow(state: ApiState, job: ChatJob) -> Tail:
         async with state.redis.pipeline(transaction=True) as pipe:
             add_job(pipe, state.keys, job, expires=state.settings.pickup_timeout)
             state.streams.wake(pipe)
-            await pipe.execute()
+            waiting, *_ = await pipe.execute()
+        limit = state.settings.max_queue_depth
+        if limit and waiting >= limit:
+            await _withdraw(state, job.interception_id)
+            raise QueueFull(waiting)
     except BaseException:
         tail.close()
         raise
     return tail
+
+
+async def _withdraw(state: ApiState, interception_id: str) -> None:
+    """Take a job back out of the queue (checking the depth in the same round trip as the enqueue keeps the
+    common case at one round trip; shedding pays a second)."""
+    async with state.redis.pipeline(transaction=True) as pipe:
+        pipe.lrem(state.keys.pending, 1, interception_id)
+        pipe.zrem(state.keys.queue, interception_id)
+        pipe.delete(job_key_prefix + interception_id)
+        pipe.set(state.keys.cancelled(interception_id), b"1", ex=int(state.settings.pickup_timeout) + 1)
+        await pipe.execute()
 
 
 async def cancel(state: ApiState, interception_id: str) -> None:

@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     upstream_connect_timeout: float = Field(default=10.0, gt=0)
     upstream_read_timeout: float = Field(default=600.0, gt=0)
 
+    max_queue_depth: int = Field(default=10_000, ge=0)
     worker_max_jobs: int = Field(default=500, ge=1)
     job_timeout: float = Field(default=3600.0, gt=0)
     worker_idle_poll: float = Field(default=1.0, gt=0)
