@@ -19,6 +19,7 @@ from api.stream_hub import StreamHub
 from shared.config import Settings
 from shared.errors import error_object
 from shared.keys import RedisKeys
+from shared.metrics import ApiMetrics
 from shared.recording.store import RecordStore
 from shared.redis import connect
 from shared.upstream import OpenAIUpstream, new_session
@@ -38,6 +39,7 @@ def create_app(settings: Settings) -> FastAPI:
             redis=redis,
             upstream=OpenAIUpstream(session, settings),
             streams=streams,
+            metrics=ApiMetrics(),
         )
         streams.start()
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
@@ -48,11 +49,12 @@ def parse_chat_request(raw: bytes) -> dict[str, Any]:
 
 @router.post("/chat/completions")
 async def chat_completions(request: Request, state: State) -> Response:
+    received_at = time.monotonic()
     body = parse_chat_request(await request.body())
     interception_id = str(uuid.uuid4())
     job = new_chat_job(interception_id, body, request.headers.get("user-agent"))
     tail = await enqueue_and_follow(state, job)
-    response = await answer(state, interception_id, tail, request)
+    response = await answer(state, interception_id, tail, request, received_at)
     response.headers["X-AIBridge-Interception-Id"] = interception_id
     return response
 

@@ -44,8 +44,11 @@ def json_error(
 WORKER_SILENT = ("lost contact with the worker handling this request", "server_error", "worker_timeout")
 
 
-async def answer(state: ApiState, interception_id: str, tail: Tail, request: Request) -> Response:
-    """Wait for the job's first decisive message on ``tail`` and turn it into the client's response."""
+async def answer(
+    state: ApiState, interception_id: str, tail: Tail, request: Request, received_at: float
+) -> Response:
+    """Wait for the job's first decisive message on ``tail`` and turn it into the client's response.
+    ``received_at`` (``time.monotonic()``) is when the request arrived."""
     settings = state.settings
     disconnected = asyncio.create_task(listen_for_disconnect(request.receive))
     relaying = False
@@ -64,8 +67,9 @@ async def answer(state: ApiState, interception_id: str, tail: Tail, request: Req
                 deadline = time.monotonic() + settings.heartbeat_timeout
                 if message.kind is MessageKind.OPEN:
                     relaying = True  # the tail is the SSE relay's from here
-                    return SSERelay(state, interception_id, tail, batch[index + 1 :])
+                    return SSERelay(state, interception_id, tail, batch[index + 1 :], received_at)
                 if message.kind in (MessageKind.ERROR, MessageKind.RESULT):
+                    state.metrics.time_to_first_chunk.observe(time.monotonic() - received_at)
                     return Response(message.data, message.status, media_type="application/json")
                 if message.kind is MessageKind.DONE:
                     return json_error(
@@ -98,7 +102,9 @@ class SSERelay(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, state: ApiState, interception_id: str, tail: Tail, pending: list[Entry]) -> None:
+    def __init__(
+        self, state: ApiState, interception_id: str, tail: Tail, pending: list[Entry], received_at: float
+    ) -> None:
         self.status_code = 200
         self.background = None
         self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # no body, no length
@@ -106,6 +112,7 @@ class SSERelay(Response):
         self._interception_id = interception_id
         self._tail = tail
         self._pending = pending
+        self._received_at: float | None = received_at  # None once the first chunk is out
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
@@ -125,6 +132,14 @@ class SSERelay(Response):
         else:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
+    def _observe(self, entry_id: bytes) -> None:
+        metrics = self._state.metrics
+        written_ms = int(entry_id.split(b"-", 1)[0])  # a stream entry id starts with Redis's time in ms
+        metrics.relay_lag.observe(max(0.0, time.time() - written_ms / 1000))
+        if self._received_at is not None:
+            metrics.time_to_first_chunk.observe(time.monotonic() - self._received_at)
+            self._received_at = None
+
     async def _relay(self, send: Send) -> None:
         settings = self._state.settings
         now = time.monotonic()
@@ -134,7 +149,10 @@ class SSERelay(Response):
             out = bytearray()
             finished = False
             for entry_id, message in batch:
-                if message.kind is MessageKind.CHUNK or message.kind is MessageKind.ERROR:
+                if message.kind is MessageKind.CHUNK:
+                    out += sse_event(entry_id, message.data)
+                    self._observe(entry_id)
+                elif message.kind is MessageKind.ERROR:
                     out += sse_event(entry_id, message.data)
                 elif message.kind is MessageKind.DONE:
                     out += sse_event(entry_id, b"[DONE]")

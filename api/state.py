@@ -12,6 +12,7 @@ from fastapi import Depends, Request
 from api.stream_hub import StreamHub
 from shared.config import Settings
 from shared.keys import RedisKeys
+from shared.metrics import ApiMetrics
 from shared.upstream import OpenAIUpstream
 
 
@@ -22,6 +23,7 @@ class ApiState:
     redis: ArqRedis
     upstream: OpenAIUpstream
     streams: StreamHub
+    metrics: ApiMetrics
 
     async def live_workers(self) -> int:
         since = time.time() - self.settings.heartbeat_timeout

@@ -10,15 +10,19 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 import aiohttp
 from arq.connections import ArqRedis
+from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
 from shared.config import Settings
 from shared.keys import RedisKeys
 from shared.mcp.manager import McpToolManager
+from shared.metrics import WorkerMetrics
 from shared.recording.buffered import BufferedRecorder
+from shared.recording.records import RecorderGroup
 from shared.recording.store import RecordStore
 from shared.upstream import OpenAIUpstream, new_session
 from worker.control import ControlListener
@@ -41,8 +45,15 @@ class WorkerDeps:
     writes: CoalescingWriter
     record_store: RecordStore
     recorder: BufferedRecorder
+    metrics: WorkerMetrics
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     _presence: asyncio.Task[None] | None = None
+    _metrics_server: WSGIServer | None = None
+
+    @property
+    def records(self) -> RecorderGroup:
+        """Where an interception's records go: the database (batched) and the metrics."""
+        return RecorderGroup(self.recorder, self.metrics)
 
     @classmethod
     def of(cls, ctx: dict[str, Any]) -> WorkerDeps:
@@ -63,8 +74,19 @@ class WorkerDeps:
             tools=tools,
             writes=CoalescingWriter(redis),
             record_store=(record_store := RecordStore(settings.database_url)),
-            recorder=BufferedRecorder(record_store),
+            recorder=(recorder := BufferedRecorder(record_store)),
+            metrics=WorkerMetrics(
+                lambda: {
+                    "written": recorder.written,
+                    "dropped": recorder.dropped,
+                    "failures": recorder.failures,
+                }
+            ),
         )
+        if settings.worker_metrics_port is not None:
+            deps._metrics_server, _ = start_http_server(
+                settings.worker_metrics_port, registry=deps.metrics.registry
+            )
         deps.writes.start()
         deps.recorder.start()
         control.start()
@@ -77,6 +99,8 @@ class WorkerDeps:
         return deps
 
     async def close(self) -> None:
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
         if self._presence is not None:
             self._presence.cancel()
             await asyncio.gather(self._presence, return_exceptions=True)

@@ -22,9 +22,7 @@ async def chat_completions(ctx: dict[str, Any], payload: dict[str, Any]) -> None
     deps = WorkerDeps.of(ctx)
     job = ChatJob.model_validate(payload)
     interception_id = job.interception_id
-    logger.debug(
-        "interception %s: picked up after %.1f ms", interception_id, (time.time() - job.enqueued_at) * 1e3
-    )
+    deps.metrics.queue_wait.observe(max(0.0, time.time() - job.enqueued_at))
     stream = JobStream(
         deps.writes,
         deps.keys.stream(interception_id),
@@ -37,7 +35,7 @@ async def chat_completions(ctx: dict[str, Any], payload: dict[str, Any]) -> None
         await stream.expire()
         return
     interception = ChatCompletionsInterception(
-        job, deps.upstream, stream, deps.tools, deps.recorder, max_rounds=deps.settings.mcp_max_rounds
+        job, deps.upstream, stream, deps.tools, deps.records, max_rounds=deps.settings.mcp_max_rounds
     )
     async with stream.heartbeats(deps.settings.heartbeat_interval):
         work = asyncio.create_task(interception.run())

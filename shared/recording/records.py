@@ -86,3 +86,14 @@ class Recorder(Protocol):
     """Takes records without blocking or raising: recording must never slow or break the relay."""
 
     def record(self, record: Record) -> None: ...
+
+
+class RecorderGroup:
+    """Hands every record to each of its recorders (the database's, the metrics')."""
+
+    def __init__(self, *recorders: Recorder) -> None:
+        self._recorders = recorders
+
+    def record(self, record: Record) -> None:
+        for recorder in self._recorders:
+            recorder.record(record)

@@ -1,0 +1,103 @@
+"""Prometheus metrics, one registry per process (no global registry for tests to patch)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from shared.recording.records import (
+    InterceptionEnded,
+    InterceptionStarted,
+    Record,
+    TokenUsage,
+    ToolUsage,
+)
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class ApiMetrics:
+    """What an API process reports: queue and worker state read from Redis (so every instance reports the
+    same), and the latencies it sees relaying."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.queue_depth = Gauge("aibridge_queue_depth", "Jobs waiting for a worker.", registry=self.registry)
+        self.jobs_in_progress = Gauge(
+            "aibridge_jobs_in_progress", "Jobs a worker is running.", registry=self.registry
+        )
+        self.live_workers = Gauge(
+            "aibridge_live_workers",
+            "Workers whose last heartbeat is within the timeout.",
+            registry=self.registry,
+        )
+        self.time_to_first_chunk = Histogram(
+            "aibridge_time_to_first_chunk_seconds",
+            "From the request's arrival to the first byte of its answer (SSE start or JSON body).",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.relay_lag = Histogram(
+            "aibridge_relay_lag_seconds",
+            "From a worker writing a stream entry to the API sending it to the client.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+
+class WorkerMetrics:
+    """What a worker process reports. It is a Recorder too: it counts the records the interceptions make."""
+
+    def __init__(self, recorder_counters: Callable[[], dict[str, int]]) -> None:
+        self.registry = CollectorRegistry()
+        self.queue_wait = Histogram(
+            "aibridge_queue_wait_seconds",
+            "From the API enqueuing a job to a worker starting it.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.interceptions = Counter(
+            "aibridge_interceptions",
+            "Interceptions ended, by provider, model and outcome.",
+            ["provider", "model", "outcome"],
+            registry=self.registry,
+        )
+        self.tokens = Counter(
+            "aibridge_tokens", "Tokens reported by the upstream, by kind.", ["kind"], registry=self.registry
+        )
+        self.tool_calls = Counter(
+            "aibridge_tool_calls",
+            "Tool calls by server (empty for the client's own tools), tool and outcome.",
+            ["server", "tool", "outcome"],
+            registry=self.registry,
+        )
+        self.registry.register(_RecorderCollector(recorder_counters))
+        self._started: dict[str, tuple[str, str]] = {}
+
+    def record(self, record: Record) -> None:
+        if isinstance(record, InterceptionStarted):
+            self._started[record.interception_id] = (record.provider, record.model)
+        elif isinstance(record, InterceptionEnded):
+            provider, model = self._started.pop(record.interception_id, ("", ""))
+            self.interceptions.labels(provider, model, record.outcome.value).inc()
+        elif isinstance(record, TokenUsage):
+            self.tokens.labels("input").inc(record.input)
+            self.tokens.labels("output").inc(record.output)
+            self.tokens.labels("cache_read").inc(record.cache_read_input)
+        elif isinstance(record, ToolUsage):
+            outcome = "error" if record.invocation_error else "ok"
+            self.tool_calls.labels(record.server_url or "", record.tool, outcome).inc()
+
+
+class _RecorderCollector(Collector):
+    """The usage recorder's own counters (records written, dropped, database failures)."""
+
+    def __init__(self, counters: Callable[[], dict[str, int]]) -> None:
+        self._counters = counters
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for name, value in self._counters().items():
+            yield CounterMetricFamily(f"aibridge_recorder_{name}", f"Usage records {name}.", value=value)

@@ -1,0 +1,87 @@
+"""Prometheus metrics on the API (/metrics) and on the worker's metrics port, after a known workload."""
+
+from __future__ import annotations
+
+import httpx2
+from prometheus_client.parser import text_string_to_metric_families
+
+from shared.local import free_port
+from tests.fake_upstream import RawReply, SSEReply, text_stream, tool_call_stream
+
+HI = [{"role": "user", "content": "hi"}]
+USAGE = {
+    "prompt_tokens": 50,
+    "completion_tokens": 5,
+    "total_tokens": 55,
+    "prompt_tokens_details": {"cached_tokens": 20},
+}
+
+
+def samples(url: str) -> dict[tuple[str, tuple], float]:
+    text = httpx2.get(url, timeout=5).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def test_metrics_after_a_known_workload(make_gateway, upstream, mcp_http_url):
+    port = free_port()
+    servers = f'[{{"name": "test", "url": "{mcp_http_url}"}}]'
+    deployment = make_gateway(AIBRIDGE_WORKER_METRICS_PORT=str(port), AIBRIDGE_MCP_SERVERS=servers)
+    model, _ = upstream.scenario(SSEReply(text_stream(["a", "b", "c"], usage=USAGE)))
+    for _ in range(3):
+        httpx2.post(
+            f"{deployment.base_url}/chat/completions", json={"model": model, "messages": HI, "stream": True}
+        )
+    failing, _ = upstream.scenario(
+        RawReply(500, b'{"error": {"message": "boom", "type": "server_error", "code": null}}')
+    )
+    httpx2.post(
+        f"{deployment.base_url}/chat/completions", json={"model": failing, "messages": HI}, timeout=10
+    )
+    tooled, _ = upstream.scenario(
+        SSEReply(tool_call_stream("bmcp_test_fail", '{"message": "x"}')), SSEReply(text_stream(["ok"]))
+    )
+    httpx2.post(
+        f"{deployment.base_url}/chat/completions", json={"model": tooled, "messages": HI, "stream": True}
+    )
+
+    worker_url = f"http://127.0.0.1:{port}/metrics"
+    deployment.wait_until(
+        lambda: (
+            samples(worker_url).get(("aibridge_recorder_written_total", ())) is not None
+            and samples(worker_url)[("aibridge_recorder_written_total", ())] > 0
+        ),
+        "the recorder's first batch",
+    )
+    worker = samples(worker_url)
+    ok = (("model", model), ("outcome", "ok"), ("provider", "openai"))
+    assert worker[("aibridge_interceptions_total", ok)] == 3
+    errored = (("model", failing), ("outcome", "upstream_error"), ("provider", "openai"))
+    assert worker[("aibridge_interceptions_total", errored)] == 1
+    assert worker[("aibridge_tokens_total", (("kind", "input"),))] == 3 * 30
+    assert worker[("aibridge_tokens_total", (("kind", "cache_read"),))] == 3 * 20
+    assert worker[("aibridge_tokens_total", (("kind", "output"),))] == 3 * 5
+    assert (
+        worker[
+            ("aibridge_tool_calls_total", (("outcome", "error"), ("server", mcp_http_url), ("tool", "fail")))
+        ]
+        == 1
+    )
+    assert worker[("aibridge_queue_wait_seconds_count", ())] == 5
+    assert worker[("aibridge_recorder_failures_total", ())] == 0
+
+    api = samples(f"{deployment.url}/metrics")
+    assert api[("aibridge_live_workers", ())] == 1
+    assert api[("aibridge_queue_depth", ())] == 0
+    assert api[("aibridge_jobs_in_progress", ())] == 0
+    assert api[("aibridge_time_to_first_chunk_seconds_count", ())] == 5
+    assert (
+        api[("aibridge_relay_lag_seconds_count", ())] == 3 * 4 + 2
+    )  # 3 streams of 3 chunks + usage; the tool stream: its role chunk, then "ok"
+    assert (
+        api[("aibridge_relay_lag_seconds_bucket", (("le", "1.0"),))]
+        == api[("aibridge_relay_lag_seconds_count", ())]
+    )
