@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     usage = commands.add_parser("usage", help="print token usage", parents=[common])
     usage.add_argument("--since", default="7d", help="e.g. 7d, 24h, or an ISO-8601 time (default 7d)")
     usage.add_argument("--by", choices=["actor", "model"], help="group by this alone (default: both)")
+    status = commands.add_parser("status", help="queue, workers and jobs, from Redis", parents=[common])
+    status.add_argument("--watch", action="store_true", help="refresh every 2 s until Ctrl-C")
     return parser
 
 
@@ -54,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_api(settings)
     if args.command == "db":
         return _upgrade_database(settings)
+    if args.command == "status":
+        return _status(settings, watch=args.watch)
     if args.command == "usage":
         return _print_usage(settings, args.since, args.by)
     if args.command == "worker":
@@ -85,6 +89,36 @@ def _print_usage(settings: Settings, since: str, by: str | None) -> int:
         print(asyncio.run(usage_report(settings.database_url, since, by)))
     except ReportError as exc:
         print(f"aibridge: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _status(settings: Settings, *, watch: bool) -> int:
+    from redis.asyncio import Redis
+    from redis.exceptions import RedisError
+
+    from shared.keys import RedisKeys
+    from shared.status import format_status, read_status
+
+    async def show() -> None:
+        redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        try:
+            while True:
+                status = await read_status(redis, RedisKeys(settings.key_prefix), settings.heartbeat_timeout)
+                screen = format_status(status, settings.heartbeat_timeout)
+                print(("\x1b[2J\x1b[H" if watch else "") + screen, flush=True)
+                if not watch:
+                    return
+                await asyncio.sleep(2)
+        finally:
+            await redis.aclose()
+
+    try:
+        asyncio.run(show())
+    except KeyboardInterrupt:
+        return 0
+    except (RedisError, OSError) as exc:
+        print(f"aibridge: Redis is unavailable: {exc}", file=sys.stderr)
         return 1
     return 0
 
