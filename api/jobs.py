@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 from arq.constants import job_key_prefix
 from arq.jobs import serialize_job
+from opentelemetry import propagate
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
@@ -96,7 +97,10 @@ async def _cancel(state: ApiState, interception_id: str) -> None:
 
 
 def new_chat_job(interception_id: str, body: dict[str, Any], user_agent: str | None) -> ChatJob:
+    trace_context: dict[str, str] = {}
+    propagate.inject(trace_context)  # the worker's spans become children of the current one
     return ChatJob(
+        trace_context=trace_context,
         interception_id=interception_id,
         body=body,
         streaming=body.get("stream") is True,

@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from api.jobs import enqueue_and_follow, new_chat_job
 from api.relay import answer
 from api.state import State
+from shared.tracing import tracer
 from shared.upstream import UpstreamFailure
 
 router = APIRouter(prefix="/openai/v1")
@@ -52,9 +53,16 @@ async def chat_completions(request: Request, state: State) -> Response:
     received_at = time.monotonic()
     body = parse_chat_request(await request.body())
     interception_id = str(uuid.uuid4())
-    job = new_chat_job(interception_id, body, request.headers.get("user-agent"))
-    tail = await enqueue_and_follow(state, job)
-    response = await answer(state, interception_id, tail, request, received_at)
+    attributes = {
+        "interception_id": interception_id,
+        "provider": "openai",
+        "model": body["model"],
+        "streaming": body.get("stream") is True,
+    }
+    with tracer().start_as_current_span("Intercept.ProcessRequest", attributes=attributes):
+        job = new_chat_job(interception_id, body, request.headers.get("user-agent"))
+        tail = await enqueue_and_follow(state, job)
+        response = await answer(state, interception_id, tail, request, received_at)
     response.headers["X-AIBridge-Interception-Id"] = interception_id
     return response
 

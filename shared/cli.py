@@ -11,6 +11,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from shared.config import ConfigError, Settings, load_settings
+from shared.tracing import configure_tracing
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "worker":
         from worker.main import run_worker
 
+        provider = configure_tracing("aibridge-worker")
         run_worker(settings)
+        if provider is not None:
+            provider.shutdown()
         return 0
     from shared.local import run_local
 
@@ -128,6 +132,7 @@ def _run_api(settings: Settings) -> int:
 
     from api.app import create_app
 
+    provider = configure_tracing("aibridge-api")
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -137,6 +142,8 @@ def _run_api(settings: Settings) -> int:
         log_level=settings.log_level,
         timeout_graceful_shutdown=30,
     )
+    if provider is not None:
+        provider.shutdown()
     return 0
 
 

@@ -21,6 +21,7 @@ class ChatJob(BaseModel):
     user_agent: str | None = None
     actor_id: str | None = None
     actor_metadata: dict[str, str] = Field(default_factory=dict)
+    trace_context: dict[str, str] = Field(default_factory=dict)  # W3C traceparent of the API's span
     enqueued_at: float
 
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 import orjson
+from opentelemetry.trace import Span
 
 from shared.errors import error_body, normalize_error_body
 from shared.mcp.tools import McpTool, ToolCallError
 from shared.messages import ChatJob
 from shared.recording.records import Outcome, Recorder
+from shared.tracing import tracer
 from shared.upstream import ERROR_BODY_LIMIT, OpenAIUpstream, UpstreamFailure
 from worker.assistant import AssistantMessage, ToolCall
 from worker.chunks import replace_id, replace_id_and_usage
@@ -87,6 +90,19 @@ class ChatCompletionsInterception:
             self._outcome = Outcome.UPSTREAM_ERROR
         await self._stream.result(status, body)
 
+    def _span_attributes(self) -> dict[str, str | bool]:
+        return {
+            "interception_id": self._job.interception_id,
+            "provider": self._job.provider,
+            "model": str(self._job.body.get("model")),
+            "streaming": self._job.streaming,
+        }
+
+    def _upstream_span(self) -> AbstractContextManager[Span]:
+        return tracer().start_as_current_span(
+            "Intercept.ProcessRequest.Upstream", attributes=self._span_attributes()
+        )
+
     def _request_body(self, *, streaming: bool) -> dict[str, Any]:
         body = {**self._job.body, "messages": self._messages}
         if self._injected:
@@ -119,7 +135,8 @@ class ChatCompletionsInterception:
         next one."""
         message = AssistantMessage()
         try:
-            withheld = await self._relay_round(message)
+            with self._upstream_span():
+                withheld = await self._relay_round(message)
         finally:
             self._recording.round_ended(message.msg_id, message.usage)
         if not withheld:
@@ -212,7 +229,15 @@ class ChatCompletionsInterception:
             tool = self._injected[call.name]
             error = None
             try:
-                result = await self._call_tool(tool, call)
+                with tracer().start_as_current_span(
+                    "Intercept.ProcessRequest.ToolCall",
+                    attributes={
+                        **self._span_attributes(),
+                        "mcp.server": tool.server_url,
+                        "mcp.tool": tool.name,
+                    },
+                ):
+                    result = await self._call_tool(tool, call)
             except ToolCallError as exc:
                 logger.info("interception %s: tool %s failed: %s", self._job.interception_id, call.name, exc)
                 error = str(exc)
@@ -235,7 +260,8 @@ class ChatCompletionsInterception:
         for round_number in range(1, self._max_rounds + 1):
             message = AssistantMessage()
             try:
-                completion, raw, status = await self._blocking_round(message)
+                with self._upstream_span():
+                    completion, raw, status = await self._blocking_round(message)
             finally:
                 self._recording.round_ended(message.msg_id, message.usage)
             if completion is None:

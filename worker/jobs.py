@@ -7,6 +7,8 @@ import logging
 import time
 from typing import Any
 
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
 from redis.exceptions import RedisError
 
 from shared.errors import error_body
@@ -38,7 +40,11 @@ async def chat_completions(ctx: dict[str, Any], payload: dict[str, Any]) -> None
         job, deps.upstream, stream, deps.tools, deps.records, max_rounds=deps.settings.mcp_max_rounds
     )
     async with stream.heartbeats(deps.settings.heartbeat_interval):
-        work = asyncio.create_task(interception.run())
+        parent = otel_context.attach(propagate.extract(job.trace_context))
+        try:  # the task copies the context: its spans are children of the API's
+            work = asyncio.create_task(interception.run())
+        finally:
+            otel_context.detach(parent)
         deps.control.register(interception_id, work)
         try:
             await work
