@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -95,6 +96,14 @@ class Gateway:
         return "\n".join(
             f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self._logs.iterdir())
         )
+
+    def stream_in_background(self, model: str, timeout: float = 20) -> threading.Thread:
+        """A streamed chat request running in a thread (join it to wait for its end)."""
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        url = f"{self.base_url}/chat/completions"
+        request = threading.Thread(target=httpx2.post, args=(url,), kwargs={"json": body, "timeout": timeout})
+        request.start()
+        return request
 
     def client(self, **kwargs) -> openai.OpenAI:
         return openai.OpenAI(base_url=self.base_url, api_key="client-key", max_retries=0, **kwargs)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import httpx2
@@ -18,12 +17,7 @@ def test_requests_over_the_queue_depth_are_shed_with_503(make_gateway, upstream,
     model, scenario = upstream.scenario(SSEReply(text_stream(["never"])))
     body = {"model": model, "messages": HI, "stream": True}
     url = f"{deployment.base_url}/chat/completions"
-    waiting = [
-        threading.Thread(target=httpx2.post, args=(url,), kwargs={"json": body, "timeout": 10})
-        for _ in range(2)
-    ]
-    for thread in waiting:
-        thread.start()
+    waiting = [deployment.stream_in_background(model, timeout=10) for _ in range(2)]
     pending = f"{deployment.prefix}pending"
     deployment.wait_until(lambda: redis_client.llen(pending) == 2, "two queued jobs", timeout=5)
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import threading
 import time
-
-import httpx2
 
 from tests.fake_upstream import SSEReply, text_stream
 
@@ -34,13 +31,7 @@ def line(screen: str, label: str) -> str:
 def test_status_shows_workers_running_jobs_and_the_queue(make_gateway, upstream):
     deployment = make_gateway()
     model, _ = upstream.scenario(SSEReply(text_stream(["slow"] * 30), delay=0.1))
-    body = {"model": model, "messages": HI, "stream": True}
-    running = threading.Thread(
-        target=httpx2.post,
-        args=(f"{deployment.base_url}/chat/completions",),
-        kwargs={"json": body, "timeout": 20},
-    )
-    running.start()
+    running = deployment.stream_in_background(model)
     time.sleep(1.2)  # the worker announces its running jobs every heartbeat interval (0.5 s here)
     screen = status(deployment)
     running.join(20)
@@ -55,13 +46,7 @@ def test_status_shows_workers_running_jobs_and_the_queue(make_gateway, upstream)
 def test_status_shows_the_oldest_waiting_job_when_no_worker_takes_it(make_gateway, upstream):
     deployment = make_gateway(workers=0, AIBRIDGE_PICKUP_TIMEOUT="4")
     model, _ = upstream.scenario(SSEReply(text_stream(["never"])))
-    body = {"model": model, "messages": HI, "stream": True}
-    waiting = threading.Thread(
-        target=httpx2.post,
-        args=(f"{deployment.base_url}/chat/completions",),
-        kwargs={"json": body, "timeout": 10},
-    )
-    waiting.start()
+    waiting = deployment.stream_in_background(model, timeout=10)
     time.sleep(1.5)
     screen = status(deployment)
     waiting.join(10)
