@@ -98,10 +98,6 @@ class McpServerConfig(BaseModel):
         self._deny_re = _compile(self.deny, "deny")
 
     @property
-    def is_stdio(self) -> bool:
-        return self.command is not None
-
-    @property
     def server_url(self) -> str:
         """The server as recorded with its tools' usage: the URL, or ``stdio:<command> <args...>``."""
         if self.url is not None:
