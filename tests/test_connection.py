@@ -88,3 +88,11 @@ def test_client_leaving_before_the_stream_opens_cancels_the_job(gateway, upstrea
         time.sleep(0.01)
     closed_at = scenario.received[0].connection_closed_at
     assert closed_at is not None and closed_at - left_at < 1.0
+
+
+def test_the_sdk_survives_a_12_second_silence_with_the_default_keepalive(make_gateway, upstream):
+    # DESIGN.md: the openai SDK broke on a blank line after an `id:` event; this is the gap that showed it
+    deployment = make_gateway(AIBRIDGE_KEEPALIVE_INTERVAL="10", AIBRIDGE_UPSTREAM_READ_TIMEOUT="30")
+    model, _ = upstream.scenario(SSEReply(text_stream(["before", " after"]), pause_after=1, pause=12))
+    stream = deployment.client(timeout=60).chat.completions.create(model=model, messages=HI, stream=True)
+    assert "".join(part.choices[0].delta.content or "" for part in stream if part.choices) == "before after"
