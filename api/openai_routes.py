@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import Response
 
 from api.jobs import enqueue_and_follow, new_chat_job
-from api.relay import answer
+from api.relay import SSERelay, answer
 from api.state import State
 from shared.tracing import tracer
 from shared.upstream import UpstreamFailure
@@ -74,3 +75,43 @@ async def models(state: State) -> Response:
     except UpstreamFailure as failure:
         return Response(failure.body, failure.status, media_type="application/json")
     return Response(body, status, media_type=content_type)
+
+
+STREAM_ENTRY_ID = re.compile(r"^\d+-\d+$")
+
+
+@router.get("/chat/completions/{interception_id}/events")
+async def resume_stream(
+    interception_id: str,
+    request: Request,
+    state: State,
+    last_event_id: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The events of a streamed interception after ``Last-Event-ID`` (all of them without it), then the live
+    tail: a client whose connection dropped, or whose API instance died, resumes here on any instance."""
+    received_at = time.monotonic()
+    try:
+        uuid.UUID(interception_id)
+    except ValueError:
+        raise InvalidRequest("not an interception id", "interception_id") from None
+    if last_event_id is not None and not STREAM_ENTRY_ID.match(last_event_id):
+        raise InvalidRequest("Last-Event-ID must be the id of an event of this stream", "Last-Event-ID")
+    key = state.keys.stream(interception_id)
+    async with state.redis.pipeline(transaction=False) as pipe:
+        pipe.exists(key)
+        pipe.incr(state.keys.resumed(interception_id))
+        pipe.expire(state.keys.resumed(interception_id), int(state.settings.stream_retention))
+        exists, *_ = await pipe.execute()
+    if not exists:
+        raise HTTPException(404, "no stream for this interception: unknown, or ended and expired")
+    tail = state.streams.follow(key, after=(last_event_id or "0-0").encode())
+    try:
+        async with state.redis.pipeline(transaction=False) as pipe:
+            state.streams.wake(pipe)
+            await pipe.execute()
+    except BaseException:
+        tail.close()
+        raise
+    response = SSERelay(state, interception_id, tail, [], received_at)
+    response.headers["X-AIBridge-Interception-Id"] = interception_id
+    return response

@@ -126,11 +126,22 @@ class SSERelay(Response):
             await asyncio.gather(relay, gone, return_exceptions=True)
             self._tail.close()
         if gone in done:
-            await cancel(self._state, self._interception_id)
+            await self._client_gone()
         elif relay.exception() is not None:
             logger.error("interception %s: relay failed", self._interception_id, exc_info=relay.exception())
         else:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _client_gone(self) -> None:
+        """Cancel the job, unless within the resume grace another connection resumes its stream."""
+        state, grace = self._state, self._state.settings.resume_grace
+        if grace > 0:
+            key = state.keys.resumed(self._interception_id)
+            resumed = await state.redis.get(key)
+            await asyncio.sleep(grace)
+            if await state.redis.get(key) != resumed:
+                return
+        await cancel(state, self._interception_id)
 
     def _observe(self, entry_id: bytes) -> None:
         metrics = self._state.metrics

@@ -28,12 +28,12 @@ WAKE_TTL_MS = 3_600_000
 
 
 class Tail:
-    """The entries of one followed stream, from its start, as the hub delivers them."""
+    """The entries of one followed stream, after a given entry id, as the hub delivers them."""
 
-    def __init__(self, hub: StreamHub, key: bytes) -> None:
+    def __init__(self, hub: StreamHub, key: bytes, after: bytes) -> None:
         self._hub = hub
         self.key = key
-        self.last_id = b"0-0"
+        self.last_id = after
         self._entries: list[Entry] = []
         self._arrived = asyncio.Event()
 
@@ -76,9 +76,10 @@ class StreamHub:
         with contextlib.suppress(RedisError):
             await self._redis.delete(self._wake_key)
 
-    def follow(self, key: str) -> Tail:
-        """Start following ``key``; the read in progress sees it once ``wake`` has run."""
-        tail = Tail(self, key.encode())
+    def follow(self, key: str, after: bytes = b"0-0") -> Tail:
+        """Start following ``key`` from the entry after ``after``; the read in progress sees it once ``wake``
+        has run."""
+        tail = Tail(self, key.encode(), after)
         self._tails[tail.key] = tail
         self._followed.set()
         return tail

@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     heartbeat_timeout: float = Field(default=15.0, gt=0)
     pickup_timeout: float = Field(default=30.0, gt=0)
     stream_retention: float = Field(default=300.0, gt=0)
+    resume_grace: float = Field(default=0.0, ge=0)
     stream_maxlen: int = Field(default=10_000, ge=100)
 
     upstream_connect_timeout: float = Field(default=10.0, gt=0)

@@ -40,5 +40,9 @@ class RedisKeys:
     def stream(self, interception_id: str) -> str:
         return f"{self.prefix}stream:{interception_id}"
 
+    def resumed(self, interception_id: str) -> str:
+        """Counts the connections that resumed the interception's stream (see ``resume_grace``)."""
+        return f"{self.prefix}resumed:{interception_id}"
+
     def cancelled(self, interception_id: str) -> str:
         return f"{self.prefix}cancelled:{interception_id}"

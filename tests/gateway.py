@@ -44,6 +44,7 @@ class Gateway:
         }
         self.api: subprocess.Popen[bytes] | None = None
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.apis: list[subprocess.Popen[bytes]] = []  # beyond the first
         self._logs = Path(tempfile.mkdtemp(prefix="aibridge-test-"))
 
     @property
@@ -54,10 +55,13 @@ class Gateway:
     def base_url(self) -> str:
         return f"{self.url}/openai/v1"
 
-    def _spawn(self, command: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, command: str, **env: str) -> subprocess.Popen[bytes]:
         log = open(self._logs / f"{command}-{time.monotonic_ns()}.log", "wb")
         return subprocess.Popen(
-            [sys.executable, "-m", "shared.cli", command], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", "shared.cli", command],
+            env={**self.env, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
 
     def start(self, workers: int = 1, wait_ready: bool = True) -> Gateway:
@@ -72,14 +76,23 @@ class Gateway:
             self.wait_until(lambda: self._status("/readyz") == 200, "a live worker")
         return self
 
+    def add_api(self) -> tuple[str, subprocess.Popen[bytes]]:
+        """Another API instance of the same deployment: its base URL and its process."""
+        port = free_port()
+        api = self._spawn("api", AIBRIDGE_PORT=str(port))
+        self.apis.append(api)
+        url = f"http://127.0.0.1:{port}"
+        self.wait_until(lambda: self._status("/healthz", url) == 200, "the second API")
+        return url, api
+
     def add_worker(self) -> subprocess.Popen[bytes]:
         worker = self._spawn("worker")
         self.workers.append(worker)
         return worker
 
-    def _status(self, path: str) -> int | None:
+    def _status(self, path: str, url: str | None = None) -> int | None:
         try:
-            return httpx2.get(self.url + path, timeout=1).status_code
+            return httpx2.get((url or self.url) + path, timeout=1).status_code
         except httpx2.HTTPError:
             return None
 
@@ -109,7 +122,7 @@ class Gateway:
         return openai.OpenAI(base_url=self.base_url, api_key="client-key", max_retries=0, **kwargs)
 
     def stop(self) -> None:
-        processes = [p for p in [self.api, *self.workers] if p is not None]
+        processes = [p for p in [self.api, *self.apis, *self.workers] if p is not None]
         for process in processes:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)

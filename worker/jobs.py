@@ -56,18 +56,19 @@ async def chat_completions(ctx: dict[str, Any], payload: dict[str, Any]) -> None
                 )
                 raise
             logger.info("interception %s: cancelled, client gone", interception_id)
+            await _report_worker_error(
+                stream, "the request was cancelled: its client disconnected", "client_disconnected"
+            )
         except Exception:
             logger.exception("interception %s: worker error", interception_id)
             await _report_worker_error(stream, "the gateway failed while handling the request")
         finally:
             deps.control.unregister(interception_id)
-    if work.cancelled():
-        await stream.expire()
 
 
-async def _report_worker_error(stream: JobStream, message: str) -> None:
+async def _report_worker_error(stream: JobStream, message: str, code: str = "worker_error") -> None:
     try:
-        await stream.error(500, error_body(message, "server_error", "worker_error"))
+        await stream.error(500, error_body(message, "server_error", code))
         await stream.done()
     except RedisError as exc:
         logger.warning("could not report the worker error: %s", exc)
