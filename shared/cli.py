@@ -140,7 +140,7 @@ def _run_api(settings: Settings) -> int:
         loop="uvloop",
         http="httptools",
         log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=int(settings.api_shutdown_timeout),  # SIGTERM: open streams may finish
     )
     if provider is not None:
         provider.shutdown()

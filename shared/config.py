@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     job_timeout: float = Field(default=3600.0, gt=0)
     worker_idle_poll: float = Field(default=1.0, gt=0)
     worker_shutdown_timeout: float = Field(default=30.0, ge=0)
+    api_shutdown_timeout: float = Field(default=30.0, ge=0)
     worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     database_url: str = "sqlite+aiosqlite:///aibridge.db"
