@@ -172,3 +172,16 @@ def test_a_database_outage_does_not_touch_the_stream_and_records_arrive_after(
     record = recorded(recording_gateway, interception_id(response), timeout=30)
     assert record["outcome"] == "ok"
     assert len(record["token_usages"]) == 1
+
+
+def test_a_client_that_leaves_is_recorded_as_gone(recording_gateway, upstream):
+    model, _ = upstream.scenario(SSEReply(text_stream(["tick"] * 100), delay=0.05))
+    body = {"model": model, "messages": HI, "stream": True}
+    with httpx2.stream(
+        "POST", f"{recording_gateway.base_url}/chat/completions", json=body, timeout=30
+    ) as response:
+        for line in response.iter_lines():
+            if "tick" in line:
+                break
+        leaving = interception_id(response)
+    assert recorded(recording_gateway, leaving)["outcome"] == "client_gone"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import time
 
+import httpx2
 import openai
 import pytest
 
@@ -30,7 +31,7 @@ def test_streams_still_running_at_the_shutdown_bound_end_with_an_error_event(mak
     deployment = make_gateway(AIBRIDGE_WORKER_SHUTDOWN_TIMEOUT="1")
     model, _ = upstream.scenario(SSEReply(text_stream(["tick"] * 200), delay=0.1))
     stream = iter(deployment.client().chat.completions.create(model=model, messages=HI, stream=True))
-    next(stream)
+    interception_id = next(stream).id
     deployment.workers[0].send_signal(signal.SIGTERM)
     stopped_at = time.monotonic()
     with pytest.raises(openai.APIError, match="worker stopped before the answer was complete"):
@@ -38,3 +39,5 @@ def test_streams_still_running_at_the_shutdown_bound_end_with_an_error_event(mak
             pass
     assert time.monotonic() - stopped_at < 2.5  # the bound (1 s) and a poll, not the heartbeat timeout
     assert deployment.workers[0].wait(10) == 0
+    record = httpx2.get(f"{deployment.url}/api/v1/interceptions/{interception_id}").json()
+    assert record["outcome"] == "worker_error"  # the stopping worker flushed it before exiting

@@ -19,6 +19,7 @@ from shared.tracing import tracer
 from shared.upstream import ERROR_BODY_LIMIT, OpenAIUpstream, UpstreamFailure
 from worker.assistant import AssistantMessage, ToolCall
 from worker.chunks import replace_id, replace_id_and_usage
+from worker.control import CLIENT_GONE
 from worker.job_stream import JobStream
 from worker.recording import InterceptionRecording
 from worker.sse import iter_sse_data
@@ -71,8 +72,9 @@ class ChatCompletionsInterception:
             except UpstreamFailure as failure:
                 await self._error(failure.status, failure.body)
             await self._stream.done()
-        except asyncio.CancelledError:
-            self._outcome = Outcome.CLIENT_GONE
+        except asyncio.CancelledError as cancelled:
+            client_gone = cancelled.args == (CLIENT_GONE,)
+            self._outcome = Outcome.CLIENT_GONE if client_gone else Outcome.WORKER_ERROR
             raise
         except Exception:
             self._outcome = Outcome.WORKER_ERROR

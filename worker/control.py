@@ -13,6 +13,10 @@ from shared.messages import ControlMessage
 
 logger = logging.getLogger(__name__)
 
+CLIENT_GONE = "client gone"
+"""The message of the cancellation this listener delivers; other cancellations (a stopping worker, a job
+timeout) carry none."""
+
 
 class ControlListener:
     """Subscribes to the control channel and cancels registered tasks on request."""
@@ -70,4 +74,4 @@ class ControlListener:
         task = self._running.get(message.interception_id)
         if task is not None:
             logger.info("interception %s: client gone, cancelling", message.interception_id)
-            task.cancel()
+            task.cancel(CLIENT_GONE)
