@@ -45,6 +45,16 @@ def request_bytes(gateway, model: str) -> bytes:
     ).encode() + body
 
 
+def assert_upstream_closed_within_a_second(scenario) -> None:
+    """Call right after the client left: the gateway must close its upstream connection within 1 s."""
+    left_at = time.monotonic()
+    while scenario.received[0].connection_closed_at is None and time.monotonic() < left_at + 5:
+        time.sleep(0.01)
+    closed_at = scenario.received[0].connection_closed_at
+    assert closed_at is not None, "the upstream connection stayed open"
+    assert closed_at - left_at < 1.0
+
+
 def test_client_leaving_mid_stream_closes_the_upstream_within_a_second(gateway, upstream):
     model, scenario = upstream.scenario(SSEReply(text_stream(["tick"] * 400), delay=0.05))
     with socket.create_connection(("127.0.0.1", gateway.port), timeout=10) as conn:
@@ -52,13 +62,7 @@ def test_client_leaving_mid_stream_closes_the_upstream_within_a_second(gateway, 
         received = b""
         while received.count(b"tick") < 3:
             received += conn.recv(65536)
-    left_at = time.monotonic()
-    deadline = left_at + 5
-    while scenario.received[0].connection_closed_at is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    closed_at = scenario.received[0].connection_closed_at
-    assert closed_at is not None, "the upstream connection stayed open"
-    assert closed_at - left_at < 1.0
+    assert_upstream_closed_within_a_second(scenario)
 
 
 def test_client_leaving_while_the_upstream_is_silent_closes_it_too(gateway, upstream):
@@ -68,11 +72,7 @@ def test_client_leaving_while_the_upstream_is_silent_closes_it_too(gateway, upst
         received = b""
         while b'"a"' not in received:
             received += conn.recv(65536)
-    left_at = time.monotonic()
-    while scenario.received[0].connection_closed_at is None and time.monotonic() < left_at + 5:
-        time.sleep(0.01)
-    closed_at = scenario.received[0].connection_closed_at
-    assert closed_at is not None and closed_at - left_at < 1.0
+    assert_upstream_closed_within_a_second(scenario)
 
 
 def test_client_leaving_before_the_stream_opens_cancels_the_job(gateway, upstream):
@@ -83,11 +83,7 @@ def test_client_leaving_before_the_stream_opens_cancels_the_job(gateway, upstrea
         while not scenario.received and time.monotonic() < deadline:
             time.sleep(0.01)
         assert scenario.received
-    left_at = time.monotonic()
-    while scenario.received[0].connection_closed_at is None and time.monotonic() < left_at + 5:
-        time.sleep(0.01)
-    closed_at = scenario.received[0].connection_closed_at
-    assert closed_at is not None and closed_at - left_at < 1.0
+    assert_upstream_closed_within_a_second(scenario)
 
 
 def test_the_sdk_survives_a_12_second_silence_with_the_default_keepalive(make_gateway, upstream):
