@@ -77,7 +77,23 @@ async def models(state: State) -> Response:
     return Response(body, status, media_type=content_type)
 
 
-STREAM_ENTRY_ID = re.compile(r"^\d+-\d+$")
+EVENT_ID = re.compile(r"^(\d+)-(\d+)(?:/(\d+))?$")
+
+
+def resume_point(last_event_id: str | None) -> tuple[bytes, tuple[bytes, int]]:
+    """Where to resume after the event ``last_event_id`` (``<entry id>`` or ``<entry id>/<n>``, see
+    ``api.relay.sse_events``): the stream entry id to read after, and the entry whose first events the client
+    already has, with their count."""
+    if last_event_id is None:
+        return b"0-0", (b"", 0)
+    found = EVENT_ID.match(last_event_id)
+    if found is None or max(int(found[1]), int(found[2])) >= 2**64:  # beyond what Redis takes as an id
+        raise InvalidRequest("Last-Event-ID must be the id of an event of this stream", "Last-Event-ID")
+    ms, seq, within = int(found[1]), int(found[2]), found[3]
+    if within is None:
+        return f"{ms}-{seq}".encode(), (b"", 0)
+    before = f"{ms}-{seq - 1}" if seq else f"{max(ms - 1, 0)}-{2**64 - 1 if ms else 0}"
+    return before.encode(), (f"{ms}-{seq}".encode(), int(within) + 1)
 
 
 @router.get("/chat/completions/{interception_id}/events")
@@ -94,8 +110,7 @@ async def resume_stream(
         uuid.UUID(interception_id)
     except ValueError:
         raise InvalidRequest("not an interception id", "interception_id") from None
-    if last_event_id is not None and not STREAM_ENTRY_ID.match(last_event_id):
-        raise InvalidRequest("Last-Event-ID must be the id of an event of this stream", "Last-Event-ID")
+    after, resume_within = resume_point(last_event_id)
     key = state.keys.stream(interception_id)
     async with state.redis.pipeline(transaction=False) as pipe:
         pipe.exists(key)
@@ -104,7 +119,7 @@ async def resume_stream(
         exists, *_ = await pipe.execute()
     if not exists:
         raise HTTPException(404, "no stream for this interception: unknown, or ended and expired")
-    tail = state.streams.follow(key, after=(last_event_id or "0-0").encode())
+    tail = state.streams.follow(key, after=after)
     try:
         async with state.redis.pipeline(transaction=False) as pipe:
             state.streams.wake(pipe)
@@ -112,6 +127,6 @@ async def resume_stream(
     except BaseException:
         tail.close()
         raise
-    response = SSERelay(state, interception_id, tail, [], received_at)
+    response = SSERelay(state, interception_id, tail, [], received_at, resume_within=resume_within)
     response.headers["X-AIBridge-Interception-Id"] = interception_id
     return response

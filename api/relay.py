@@ -19,6 +19,7 @@ from api.state import ApiState
 from api.stream_hub import Entry, Tail
 from shared.errors import error_body
 from shared.messages import MessageKind
+from shared.sse import EVENT_SEPARATOR, data_field
 
 logger = logging.getLogger(__name__)
 
@@ -30,9 +31,19 @@ async def listen_for_disconnect(receive: Receive) -> None:
         pass
 
 
-def sse_event(entry_id: bytes, data: bytes) -> bytes:
-    lines = data.split(b"\n") if b"\n" in data else (data,)
-    return b"id: " + entry_id + b"\n" + b"".join(b"data: " + line + b"\n" for line in lines) + b"\n"
+def sse_events(entry_id: bytes, data_lines: bytes, skip: int = 0) -> bytes:
+    """The events of one stream entry (their ``data:`` lines, as ``shared.sse.data_fields`` joins them),
+    each with its ``id``: the entry's id on the last, ``<entry id>/<n>`` on the n-th before it, so that a
+    client can resume after any event. The first ``skip`` events are left out."""
+    if EVENT_SEPARATOR not in data_lines:
+        return b"id: " + entry_id + b"\n" + data_lines + b"\n\n" if not skip else b""
+    events = data_lines.split(EVENT_SEPARATOR)
+    last = len(events) - 1
+    return b"".join(
+        b"id: " + entry_id + (b"/%d" % n if n < last else b"") + b"\n" + event + b"\n\n"
+        for n, event in enumerate(events)
+        if n >= skip
+    )
 
 
 def json_error(
@@ -103,8 +114,16 @@ class SSERelay(Response):
     media_type = "text/event-stream"
 
     def __init__(
-        self, state: ApiState, interception_id: str, tail: Tail, pending: list[Entry], received_at: float
+        self,
+        state: ApiState,
+        interception_id: str,
+        tail: Tail,
+        pending: list[Entry],
+        received_at: float,
+        *,
+        resume_within: tuple[bytes, int] = (b"", 0),
     ) -> None:
+        """``resume_within``: an entry id and how many of its first events the client already has."""
         self.status_code = 200
         self.background = None
         self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # no body, no length
@@ -112,6 +131,7 @@ class SSERelay(Response):
         self._interception_id = interception_id
         self._tail = tail
         self._pending = pending
+        self._resume_within = resume_within
         self._received_at: float | None = received_at  # None once the first chunk is out
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -143,10 +163,12 @@ class SSERelay(Response):
                 return
         await cancel(state, self._interception_id)
 
-    def _observe(self, entry_id: bytes) -> None:
+    def _observe(self, entry_id: bytes, chunks: int) -> None:
         metrics = self._state.metrics
         written_ms = int(entry_id.split(b"-", 1)[0])  # a stream entry id starts with Redis's time in ms
-        metrics.relay_lag.observe(max(0.0, time.time() - written_ms / 1000))
+        lag = max(0.0, time.time() - written_ms / 1000)
+        for _ in range(chunks):
+            metrics.relay_lag.observe(lag)
         if self._received_at is not None:
             metrics.time_to_first_chunk.observe(time.monotonic() - self._received_at)
             self._received_at = None
@@ -161,12 +183,13 @@ class SSERelay(Response):
             finished = False
             for entry_id, message in batch:
                 if message.kind is MessageKind.CHUNK:
-                    out += sse_event(entry_id, message.data)
-                    self._observe(entry_id)
+                    skip = self._resume_within[1] if entry_id == self._resume_within[0] else 0
+                    out += sse_events(entry_id, message.data, skip)
+                    self._observe(entry_id, message.data.count(EVENT_SEPARATOR) + 1)
                 elif message.kind is MessageKind.ERROR:
-                    out += sse_event(entry_id, message.data)
+                    out += sse_events(entry_id, data_field(message.data))
                 elif message.kind is MessageKind.DONE:
-                    out += sse_event(entry_id, b"[DONE]")
+                    out += sse_events(entry_id, data_field(b"[DONE]"))
                     finished = True
                     break
             now = time.monotonic()

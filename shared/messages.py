@@ -37,9 +37,10 @@ class MessageKind(StrEnum):
 class StreamMessage(BaseModel):
     """One entry of a job's stream.
 
-    ``open`` starts the client's SSE stream; ``chunk`` carries one rewritten upstream chunk as raw JSON bytes;
-    ``heartbeat`` says the worker is alive; ``error`` carries an HTTP status and an OpenAI-shaped error body;
-    ``result`` carries the status and body of a blocking call; ``done`` ends the stream.
+    ``open`` starts the client's SSE stream; ``chunk`` carries one or more rewritten upstream chunks, as the
+    ``data:`` lines of their events (``shared.sse.data_fields``: the API adds each event's ``id`` line and
+    end); ``heartbeat`` says the worker is alive; ``error`` carries an HTTP status and an OpenAI-shaped error
+    body; ``result`` carries the status and body of a blocking call; ``done`` ends the stream.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -48,21 +49,19 @@ class StreamMessage(BaseModel):
     data: bytes = b""
     status: int = 0
 
-    def to_fields(self) -> dict[bytes, bytes]:
-        fields = {b"k": self.kind.value.encode()}
+    def to_fields(self) -> list[bytes]:
+        """The entry's field-value pairs, flat, as XADD takes them and XREAD returns them."""
+        fields = [b"k", self.kind.value.encode()]
         if self.data:
-            fields[b"d"] = self.data
+            fields += (b"d", self.data)
         if self.status:
-            fields[b"s"] = str(self.status).encode()
+            fields += (b"s", b"%d" % self.status)
         return fields
 
     @classmethod
-    def from_fields(cls, fields: dict[bytes, bytes]) -> StreamMessage:
-        return cls.model_construct(
-            kind=MessageKind(fields[b"k"].decode()),
-            data=fields.get(b"d", b""),
-            status=int(fields.get(b"s", 0)),
-        )
+    def from_fields(cls, fields: list[bytes]) -> StreamMessage:
+        values = dict(zip(fields[::2], fields[1::2], strict=True))
+        return cls(kind=values[b"k"], data=values.get(b"d", b""), status=values.get(b"s", 0))  # type: ignore[arg-type]
 
 
 class ControlMessage(BaseModel):

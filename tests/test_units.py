@@ -5,32 +5,77 @@ from __future__ import annotations
 import asyncio
 
 import orjson
+import pytest
 from aiohttp import StreamReader
 from aiohttp.base_protocol import BaseProtocol
 
+from api.openai_routes import InvalidRequest, resume_point
+from api.relay import sse_events
 from shared.errors import normalize_error_body
 from shared.messages import MessageKind, StreamMessage
+from shared.sse import data_fields
 from worker.chunks import replace_id, replace_id_and_usage
-from worker.sse import iter_sse_data
+from worker.sse import iter_sse_batches
 from worker.usage import add_usage
 
 NEW_ID = orjson.dumps("new-id")
 
 
-def parse_sse(raw: bytes) -> list[bytes]:
-    async def run() -> list[bytes]:
+def read_sse(raw: bytes) -> list[list[bytes]]:
+    """The batches ``iter_sse_batches`` yields for ``raw``, received at once."""
+
+    async def run() -> list[list[bytes]]:
         loop = asyncio.get_running_loop()
         reader = StreamReader(BaseProtocol(loop), 2**16, loop=loop)
         reader.feed_data(raw)
         reader.feed_eof()
-        return [data async for data in iter_sse_data(reader)]
+        return [batch async for batch in iter_sse_batches(reader)]
 
     return asyncio.run(run())
 
 
 def test_sse_parser_handles_crlf_comments_multiline_data_and_a_missing_final_blank_line():
     raw = b": comment\r\ndata: one\r\n\r\nevent: x\ndata: two\ndata: lines\n\nid: 5\ndata:three\n\ndata: last"
-    assert parse_sse(raw) == [b"one", b"two\nlines", b"three", b"last"]
+    assert read_sse(raw) == [[b"one", b"two\nlines", b"three"], [b"last"]]  # the last at the end of the body
+
+
+def test_sse_parser_hands_over_every_event_a_read_completes_and_keeps_the_rest():
+    async def batches_per_read() -> list[list[bytes]]:
+        loop = asyncio.get_running_loop()
+        reader = StreamReader(BaseProtocol(loop), 2**16, loop=loop)
+        stream = iter_sse_batches(reader)
+        seen = []
+        for received in (
+            b"data: a\n\ndata: b\n\ndata: c",
+            b"\r",
+            b"\n\r\n: only a comment\n\n",
+            b"data: d\n\n",
+        ):
+            reader.feed_data(received)
+            if received == b"\r":  # completes nothing: the read must not yield
+                continue
+            seen.append(await anext(stream))
+        reader.feed_eof()
+        seen.extend([batch async for batch in stream])
+        return seen
+
+    assert asyncio.run(batches_per_read()) == [[b"a", b"b"], [b"c"], [b"d"]]
+
+
+def test_events_of_one_entry_each_carry_an_id_a_client_can_resume_after():
+    entry = data_fields([b'{"n":1}', b"two\nlines", b'{"n":3}'])
+    assert sse_events(b"7-1", entry) == (
+        b'id: 7-1/0\ndata: {"n":1}\n\nid: 7-1/1\ndata: two\ndata: lines\n\nid: 7-1\ndata: {"n":3}\n\n'
+    )
+    assert sse_events(b"7-1", entry, skip=2) == b'id: 7-1\ndata: {"n":3}\n\n'
+    assert sse_events(b"7-1", data_fields([b"x"])) == b"id: 7-1\ndata: x\n\n"
+    assert resume_point(None) == (b"0-0", (b"", 0))
+    assert resume_point("7-1") == (b"7-1", (b"", 0))
+    assert resume_point("7-1/1") == (b"7-0", (b"7-1", 2))
+    assert resume_point("7-0/0") == (b"6-18446744073709551615", (b"7-0", 1))
+    for bad in ("7", "7-1/", "x-1", f"{2**64}-0", "7-1/1/2"):
+        with pytest.raises(InvalidRequest):
+            resume_point(bad)
 
 
 def test_replace_id_keeps_every_other_byte():

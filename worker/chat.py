@@ -22,7 +22,7 @@ from worker.chunks import replace_id, replace_id_and_usage
 from worker.control import CLIENT_GONE
 from worker.job_stream import JobStream
 from worker.recording import InterceptionRecording
-from worker.sse import iter_sse_data
+from worker.sse import iter_sse_batches
 from worker.usage import add_usage
 
 logger = logging.getLogger(__name__)
@@ -157,26 +157,49 @@ class ChatCompletionsInterception:
                     response.status, normalize_error_body(raw, f"upstream answered {response.status}")
                 )
                 return False
-            async for data in iter_sse_data(response.content):
-                if data == b"[DONE]":
-                    break
-                chunk = await self._parse_chunk(data)
-                if chunk is None:
+            async for batch in iter_sse_batches(response.content):
+                relayed, withheld, end = self._take_batch(batch, message, withheld)
+                if relayed:
+                    await self._stream.chunks(relayed)
+                if isinstance(end, UpstreamFailure):
+                    await self._error(end.status, end.body)
                     return False
-                message.msg_id = message.msg_id or str(chunk.get("id") or "")
-                usage = chunk.get("usage")
-                if isinstance(usage, dict):  # counted even in a withheld chunk: some providers put it there
-                    message.usage = usage
-                    self._cumulative_usage = add_usage(self._cumulative_usage, usage)
-                choices = chunk.get("choices")
-                if choices:
-                    delta = choices[0].get("delta") or {}
-                    message.add_delta(delta)
-                    withheld = withheld or self._starts_injected_call(delta)
-                    if withheld:
-                        continue
-                await self._relay_chunk(data, chunk)
+                if end:
+                    break
         return withheld
+
+    def _take_batch(
+        self, batch: list[bytes], message: AssistantMessage, withheld: bool
+    ) -> tuple[list[bytes], bool, bool | UpstreamFailure]:
+        """Read one batch of upstream events into ``message``: the rewritten chunks to relay, whether the
+        round's tool calls are withheld, and whether the round ended (``[DONE]``, or a failure to report)."""
+        relayed: list[bytes] = []
+        for data in batch:
+            if data == b"[DONE]":
+                return relayed, withheld, True
+            chunk = _parse_chunk(data)
+            if isinstance(chunk, UpstreamFailure):
+                logger.warning("interception %s: bad upstream chunk", self._job.interception_id)
+                return relayed, withheld, chunk
+            message.msg_id = message.msg_id or str(chunk.get("id") or "")
+            usage = chunk.get("usage")
+            if isinstance(usage, dict):  # counted even in a withheld chunk: some providers put it there
+                message.usage = usage
+                self._cumulative_usage = add_usage(self._cumulative_usage, usage)
+            choices = chunk.get("choices")
+            if choices:
+                delta = choices[0].get("delta") or {}
+                message.add_delta(delta)
+                withheld = withheld or self._starts_injected_call(delta)
+                if withheld:
+                    continue
+            relayed.append(self._rewrite(data, chunk))
+        return relayed, withheld, False
+
+    def _rewrite(self, data: bytes, chunk: dict[str, Any]) -> bytes:
+        if isinstance(chunk.get("usage"), dict):
+            return replace_id_and_usage(chunk, self._id_json, self._cumulative_usage)
+        return replace_id(data, chunk, self._id_json)
 
     def _record_client_calls(self, message: AssistantMessage) -> None:
         for call in message.tool_calls:
@@ -204,27 +227,6 @@ class ChatCompletionsInterception:
             return []
         self._messages.append(message.as_request_message())
         return calls
-
-    async def _parse_chunk(self, data: bytes) -> dict[str, Any] | None:
-        """The chunk as an object, or None after reporting an upstream error or a malformed chunk."""
-        try:
-            chunk = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            chunk = None
-        if not isinstance(chunk, dict):
-            logger.warning("interception %s: upstream chunk is not a JSON object", self._job.interception_id)
-            await self._error(502, normalize_error_body(data, "the upstream sent a malformed chunk"))
-            return None
-        if "error" in chunk:
-            await self._error(500, normalize_error_body(data, "the upstream reported an error"))
-            return None
-        return chunk
-
-    async def _relay_chunk(self, data: bytes, chunk: dict[str, Any]) -> None:
-        if isinstance(chunk.get("usage"), dict):
-            await self._stream.chunk(replace_id_and_usage(chunk, self._id_json, self._cumulative_usage))
-        else:
-            await self._stream.chunk(replace_id(data, chunk, self._id_json))
 
     async def _call_tools(self, msg_id: str, calls: list[ToolCall]) -> None:
         for call in calls:
@@ -299,3 +301,17 @@ class ChatCompletionsInterception:
         if message.usage is not None:
             self._cumulative_usage = add_usage(self._cumulative_usage, message.usage)
         return completion, raw, status
+
+
+def _parse_chunk(data: bytes) -> dict[str, Any] | UpstreamFailure:
+    """The chunk as an object, or what to tell the client: a malformed chunk (502), or an error the
+    upstream sent in place of one (500)."""
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        chunk = None
+    if not isinstance(chunk, dict):
+        return UpstreamFailure(502, normalize_error_body(data, "the upstream sent a malformed chunk"))
+    if "error" in chunk:
+        return UpstreamFailure(500, normalize_error_body(data, "the upstream reported an error"))
+    return chunk

@@ -17,7 +17,11 @@ def replace_id(raw: bytes, parsed: dict[str, Any], new_id_json: bytes) -> bytes:
     old_id = parsed.get("id")
     if not isinstance(old_id, str):
         return _reencode(parsed, {"id": orjson.loads(new_id_json)})
-    pattern = re.compile(rb'"id"\s*:\s*' + re.escape(orjson.dumps(old_id)))
+    encoded_old = orjson.dumps(old_id)
+    compact = b'"id":' + encoded_old
+    if compact in raw:  # how OpenAI and most providers write it
+        return raw.replace(compact, b'"id":' + new_id_json, 1)
+    pattern = re.compile(rb'"id"\s*:\s*' + re.escape(encoded_old))
     patched, count = pattern.subn(b'"id":' + new_id_json, raw, count=1)
     if count:
         return patched

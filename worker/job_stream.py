@@ -6,13 +6,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from functools import partial
 from typing import Any
 
-from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from shared.messages import MessageKind, StreamMessage
+from shared.sse import data_fields
 from worker.stream_writes import CoalescingWriter, Command
 
 logger = logging.getLogger(__name__)
@@ -29,8 +28,8 @@ class JobStream:
         self, writer: CoalescingWriter, key: str, *, maxlen: int, retention: float, lifetime: float
     ) -> None:
         self._writer = writer
-        self._key = key
-        self._maxlen = maxlen
+        self._key = key.encode()
+        self._xadd = (b"XADD", self._key, b"MAXLEN", b"~", maxlen, b"*")
         self._retention_ms = int(retention * 1000)
         self._lifetime_ms = int(lifetime * 1000)
         self._created = False
@@ -39,14 +38,11 @@ class JobStream:
     async def _write(
         self, *messages: StreamMessage, expire_ms: int | None = None, also: tuple[Command, ...] = ()
     ) -> list[Any]:
-        commands: list[Command] = [
-            partial(_xadd, key=self._key, fields=message.to_fields(), maxlen=self._maxlen)
-            for message in messages
-        ]
+        commands: list[Command] = [(*self._xadd, *message.to_fields()) for message in messages]
         if expire_ms is None and not self._created:
             expire_ms = self._lifetime_ms
         if expire_ms is not None:
-            commands.append(partial(_pexpire, key=self._key, ms=expire_ms))
+            commands.append((b"PEXPIRE", self._key, expire_ms))
         results = await self._writer.write([*commands, *also])
         self._created = True
         return results[len(commands) :]
@@ -55,7 +51,7 @@ class JobStream:
         """Write the first heartbeat (the API's sign that a worker took the job); True if the client
         cancelled the job before that."""
         (cancelled,) = await self._write(
-            StreamMessage(kind=MessageKind.HEARTBEAT), also=(partial(_exists, key=cancelled_key),)
+            StreamMessage(kind=MessageKind.HEARTBEAT), also=((b"EXISTS", cancelled_key),)
         )
         return bool(cancelled)
 
@@ -68,8 +64,9 @@ class JobStream:
             self.opened = True
             await self._write(StreamMessage(kind=MessageKind.OPEN))
 
-    async def chunk(self, data: bytes) -> None:
-        message = StreamMessage(kind=MessageKind.CHUNK, data=data)
+    async def chunks(self, payloads: list[bytes]) -> None:
+        """Relay rewritten upstream chunks (each an event's data), in one entry."""
+        message = StreamMessage(kind=MessageKind.CHUNK, data=data_fields(payloads))
         if self.opened:
             await self._write(message)
         else:
@@ -88,7 +85,7 @@ class JobStream:
 
     async def expire(self) -> None:
         """Shorten the stream's life to the retention without ending it (the client has gone)."""
-        await self._writer.write([partial(_pexpire, key=self._key, ms=self._retention_ms)])
+        await self._writer.write([(b"PEXPIRE", self._key, self._retention_ms)])
 
     @contextlib.asynccontextmanager
     async def heartbeats(self, interval: float) -> AsyncIterator[None]:
@@ -100,7 +97,7 @@ class JobStream:
                 try:
                     await self.heartbeat()
                 except RedisError as exc:
-                    logger.warning("heartbeat to %s failed: %s", self._key, exc)
+                    logger.warning("heartbeat to %s failed: %s", self._key.decode(), exc)
 
         task = asyncio.create_task(beat())
         try:
@@ -109,15 +106,3 @@ class JobStream:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-
-
-def _xadd(pipe: Pipeline, *, key: str, fields: dict[bytes, bytes], maxlen: int) -> None:
-    pipe.xadd(key, fields, maxlen=maxlen, approximate=True)
-
-
-def _pexpire(pipe: Pipeline, *, key: str, ms: int) -> None:
-    pipe.pexpire(key, ms)
-
-
-def _exists(pipe: Pipeline, *, key: str) -> None:
-    pipe.exists(key)

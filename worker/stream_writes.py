@@ -1,27 +1,32 @@
 """Writes to the jobs' streams, coalesced across every job of the worker.
 
 One socket write to Redis per chunk per job is most of a worker's CPU when many streams run (the send
-syscall dominates). Jobs hand their writes here instead; whatever arrives while a pipeline is in flight goes
-out together in the next one, so a lone write leaves at once and a busy worker batches by itself.
+syscall dominates). Jobs hand their writes here instead; whatever arrives while a batch is in flight goes
+out together in the next one, and batches leave at least MIN_FLUSH_SPACING apart: a lone write leaves at
+once, and a busy worker sends one batch a millisecond whatever the number of streams.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.typing import EncodableT
 
-Command = Callable[[Pipeline], Any]
+from shared.redis import PackedConnection
+
+Command = Sequence[EncodableT]
+
+MIN_FLUSH_SPACING = 0.001
 
 
 class CoalescingWriter:
     def __init__(self, redis: Redis) -> None:
-        self._redis = redis
+        self._connection = PackedConnection(redis)
         self._queued: list[tuple[list[Command], asyncio.Future[list[Any]]]] = []
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -37,9 +42,10 @@ class CoalescingWriter:
         for _, done in self._queued:
             if not done.done():
                 done.set_exception(RedisConnectionError("the stream writer stopped"))
+        await self._connection.close()
 
     async def write(self, commands: list[Command]) -> list[Any]:
-        """Run ``commands`` (each adds itself to a pipeline) in the next flush and return their results;
+        """Run ``commands`` (Redis commands as argument lists) in the next flush and return their raw replies;
         raises what Redis raised."""
         done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._queued.append((commands, done))
@@ -47,9 +53,13 @@ class CoalescingWriter:
         return await done
 
     async def _flush_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        flushed_at = 0.0
         while True:
             await self._ready.wait()
-            await asyncio.sleep(0)  # let the other jobs woken in this loop turn queue their writes too
+            # let the other jobs woken in this loop turn (or since the last flush) queue their writes too
+            await asyncio.sleep(max(0.0, flushed_at + MIN_FLUSH_SPACING - loop.time()))
+            flushed_at = loop.time()
             self._ready.clear()
             batch, self._queued = self._queued, []
             if batch:
@@ -57,11 +67,9 @@ class CoalescingWriter:
 
     async def _flush(self, batch: list[tuple[list[Command], asyncio.Future[list[Any]]]]) -> None:
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for commands, _ in batch:
-                    for command in commands:
-                        command(pipe)
-                results = await pipe.execute(raise_on_error=False)
+            replies = await self._connection.execute(
+                [command for commands, _ in batch for command in commands]
+            )
         except Exception as exc:
             for _, done in batch:
                 if not done.done():
@@ -69,11 +77,11 @@ class CoalescingWriter:
             return
         position = 0
         for commands, done in batch:
-            mine = results[position : position + len(commands)]
+            mine = replies[position : position + len(commands)]
             position += len(commands)
             if done.done():
                 continue
-            failed = next((result for result in mine if isinstance(result, Exception)), None)
+            failed = next((reply for reply in mine if isinstance(reply, Exception)), None)
             if failed is None:
                 done.set_result(mine)
             else:
