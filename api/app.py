@@ -12,10 +12,14 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
 from api import health, openai_routes, usage_routes
+from api.auth import CachedClientKeys, KeyStoreUnavailable, Unauthorized
 from api.jobs import QueueFull
+from api.limits import ActorLimited, BodyTooLarge, Limits
 from api.openai_routes import InvalidRequest
 from api.state import ApiState
 from api.stream_hub import StreamHub
+from shared.byok import UpstreamKeyCipher
+from shared.client_keys import ClientKeyStore
 from shared.config import Settings
 from shared.errors import error_object
 from shared.keys import RedisKeys
@@ -32,7 +36,7 @@ def create_app(settings: Settings) -> FastAPI:
         redis = await connect(settings.redis_url, keys)
         session = new_session()
         streams = StreamHub(redis, keys.api_wake)
-        app.state.aibridge_records = RecordStore(settings.database_url)
+        app.state.aibridge_records = records = RecordStore(settings.database_url)
         app.state.aibridge = ApiState(
             settings=settings,
             keys=keys,
@@ -40,6 +44,13 @@ def create_app(settings: Settings) -> FastAPI:
             upstream=OpenAIUpstream(session, settings),
             streams=streams,
             metrics=ApiMetrics(),
+            limits=Limits.of(settings),
+            client_keys=(
+                CachedClientKeys(ClientKeyStore(records.engine), settings.key_cache_ttl)
+                if settings.auth == "keys"
+                else None
+            ),
+            cipher=UpstreamKeyCipher(settings.secret_key) if settings.secret_key is not None else None,
         )
         streams.start()
         try:
@@ -69,6 +80,27 @@ def create_app(settings: Settings) -> FastAPI:
             "queue_full",
         )
         return JSONResponse(body, 503, headers={"Retry-After": "2"})
+
+    @app.exception_handler(Unauthorized)
+    async def unauthorized(_: Request, exc: Unauthorized) -> Response:
+        body = error_object(exc.message, "invalid_request_error", "invalid_api_key")
+        return JSONResponse(body, 401, headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(KeyStoreUnavailable)
+    async def keys_unavailable(_: Request, exc: KeyStoreUnavailable) -> Response:
+        body = error_object("the gateway's client keys are unavailable", "server_error", "keys_unavailable")
+        return JSONResponse(body, 503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(BodyTooLarge)
+    async def body_too_large(_: Request, exc: BodyTooLarge) -> Response:
+        message = f"the request body is larger than this gateway accepts ({exc.limit} bytes)"
+        body = error_object(message, "invalid_request_error", "request_too_large")
+        return JSONResponse(body, 413, headers={"Connection": "close"})  # the rest of the body is not read
+
+    @app.exception_handler(ActorLimited)
+    async def actor_limited(_: Request, exc: ActorLimited) -> Response:
+        body = error_object(exc.message, "requests", exc.code)
+        return JSONResponse(body, 429, headers={"Retry-After": str(exc.retry_after)})
 
     @app.exception_handler(RedisError)
     async def redis_down(_: Request, exc: RedisError) -> Response:

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from arq.connections import ArqRedis
 from fastapi import Depends, Request
 
+from api.limits import Limits
 from api.stream_hub import StreamHub
+from shared.byok import UpstreamKeyCipher
 from shared.config import Settings
 from shared.keys import RedisKeys
 from shared.metrics import ApiMetrics
 from shared.upstream import OpenAIUpstream
+
+if TYPE_CHECKING:
+    from api.auth import CachedClientKeys
 
 
 @dataclass
@@ -24,6 +29,9 @@ class ApiState:
     upstream: OpenAIUpstream
     streams: StreamHub
     metrics: ApiMetrics
+    limits: Limits
+    client_keys: CachedClientKeys | None  # None: no client keys (AIBRIDGE_AUTH=none)
+    cipher: UpstreamKeyCipher | None  # None: no AIBRIDGE_SECRET_KEY, no bring-your-own-key
 
     async def live_workers(self) -> int:
         since = time.time() - self.settings.heartbeat_timeout

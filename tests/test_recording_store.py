@@ -273,6 +273,7 @@ def test_upgrade_is_concurrent_safe_idempotent_and_matches_the_schema(empty_url:
         assert differences == []
         assert tables == [
             "aibridge_alembic_version",
+            "client_keys",
             "interceptions",
             "prompt_usages",
             "token_usages",
