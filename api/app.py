@@ -37,6 +37,11 @@ def create_app(settings: Settings) -> FastAPI:
         session = new_session()
         streams = StreamHub(redis, keys.api_wake)
         app.state.aibridge_records = records = RecordStore(settings.database_url)
+        app.state.aibridge_client_keys = (  # None: no client keys (AIBRIDGE_AUTH=none)
+            CachedClientKeys(ClientKeyStore(records.engine), settings.key_cache_ttl)
+            if settings.auth == "keys"
+            else None
+        )
         app.state.aibridge = ApiState(
             settings=settings,
             keys=keys,
@@ -45,11 +50,6 @@ def create_app(settings: Settings) -> FastAPI:
             streams=streams,
             metrics=ApiMetrics(),
             limits=Limits.of(settings),
-            client_keys=(
-                CachedClientKeys(ClientKeyStore(records.engine), settings.key_cache_ttl)
-                if settings.auth == "keys"
-                else None
-            ),
             cipher=UpstreamKeyCipher(settings.secret_key) if settings.secret_key is not None else None,
         )
         streams.start()

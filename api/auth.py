@@ -13,7 +13,6 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.exc import SQLAlchemyError
 
-from api.state import State
 from shared.client_keys import Actor, ClientKeyStore, hash_key
 
 MAX_CACHED = 10_000
@@ -65,16 +64,17 @@ def presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key", "").strip() or None
 
 
-async def authenticate(request: Request, state: State) -> Actor | None:
+async def authenticate(request: Request) -> Actor | None:
     """The caller's actor; None when the gateway runs without client keys (``AIBRIDGE_AUTH=none``)."""
-    if state.client_keys is None:
+    client_keys: CachedClientKeys | None = request.app.state.aibridge_client_keys
+    if client_keys is None:
         return None
     key = presented_key(request)
     if key is None:
         raise Unauthorized(
             "no client key: send an aibridge key as 'Authorization: Bearer <key>' or 'X-Api-Key: <key>'"
         )
-    actor = await state.client_keys.actor_of(key)
+    actor = await client_keys.actor_of(key)
     if actor is None:
         raise Unauthorized("the client key is not valid: unknown or revoked")
     return actor

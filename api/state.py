@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from arq.connections import ArqRedis
 from fastapi import Depends, Request
@@ -17,9 +17,6 @@ from shared.keys import RedisKeys
 from shared.metrics import ApiMetrics
 from shared.upstream import OpenAIUpstream
 
-if TYPE_CHECKING:
-    from api.auth import CachedClientKeys
-
 
 @dataclass
 class ApiState:
@@ -30,7 +27,6 @@ class ApiState:
     streams: StreamHub
     metrics: ApiMetrics
     limits: Limits
-    client_keys: CachedClientKeys | None  # None: no client keys (AIBRIDGE_AUTH=none)
     cipher: UpstreamKeyCipher | None  # None: no AIBRIDGE_SECRET_KEY, no bring-your-own-key
 
     async def live_workers(self) -> int:
