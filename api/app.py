@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -27,6 +28,8 @@ from shared.metrics import ApiMetrics
 from shared.recording.store import RecordStore
 from shared.redis import connect
 from shared.upstream import OpenAIUpstream, new_session
+
+logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -86,11 +89,6 @@ def create_app(settings: Settings) -> FastAPI:
         body = error_object(exc.message, "invalid_request_error", "invalid_api_key")
         return JSONResponse(body, 401, headers={"WWW-Authenticate": "Bearer"})
 
-    @app.exception_handler(KeyStoreUnavailable)
-    async def keys_unavailable(_: Request, exc: KeyStoreUnavailable) -> Response:
-        body = error_object("the gateway's client keys are unavailable", "server_error", "keys_unavailable")
-        return JSONResponse(body, 503, headers={"Retry-After": "5"})
-
     @app.exception_handler(BodyTooLarge)
     async def body_too_large(_: Request, exc: BodyTooLarge) -> Response:
         message = f"the request body is larger than this gateway accepts ({exc.limit} bytes)"
@@ -102,10 +100,10 @@ def create_app(settings: Settings) -> FastAPI:
         body = error_object(exc.message, "requests", exc.code)
         return JSONResponse(body, 429, headers={"Retry-After": str(exc.retry_after)})
 
-    @app.exception_handler(RedisError)
-    async def redis_down(_: Request, exc: RedisError) -> Response:
-        body = error_object("the gateway's queue is unavailable", "server_error", "queue_unavailable")
-        return JSONResponse(body, 503, headers={"Retry-After": "5"})
+    app.add_exception_handler(RedisError, _unavailable("the gateway's queue is", "queue_unavailable"))
+    app.add_exception_handler(
+        KeyStoreUnavailable, _unavailable("the gateway's client keys are", "keys_unavailable")
+    )
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> Response:
@@ -118,3 +116,15 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse(error_object(str(exc), "invalid_request_error", "invalid_request"), 400)
 
     return app
+
+
+def _unavailable(subject: str, code: str) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """The handler of an outage of something the gateway depends on (``subject``: "the gateway's queue
+    is"): 503 with Retry-After."""
+
+    async def handler(_: Request, exc: Exception) -> Response:
+        logger.warning("%s: %s", code, type(exc.__cause__ or exc).__name__)
+        body = error_object(f"{subject} unavailable", "server_error", code)
+        return JSONResponse(body, 503, headers={"Retry-After": "5"})
+
+    return handler
