@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -12,10 +13,14 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
 from api import health, openai_routes, usage_routes
+from api.auth import CachedClientKeys, KeyStoreUnavailable, Unauthorized
 from api.jobs import QueueFull
+from api.limits import ActorLimited, BodyTooLarge, Limits
 from api.openai_routes import InvalidRequest
 from api.state import ApiState
 from api.stream_hub import StreamHub
+from shared.byok import UpstreamKeyCipher
+from shared.client_keys import ClientKeyStore
 from shared.config import Settings
 from shared.errors import error_object
 from shared.keys import RedisKeys
@@ -23,6 +28,8 @@ from shared.metrics import ApiMetrics
 from shared.recording.store import RecordStore
 from shared.redis import connect
 from shared.upstream import OpenAIUpstream, new_session
+
+logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -32,7 +39,12 @@ def create_app(settings: Settings) -> FastAPI:
         redis = await connect(settings.redis_url, keys)
         session = new_session()
         streams = StreamHub(redis, keys.api_wake)
-        app.state.aibridge_records = RecordStore(settings.database_url)
+        app.state.aibridge_records = records = RecordStore(settings.database_url)
+        app.state.aibridge_client_keys = (  # None: no client keys (AIBRIDGE_AUTH=none)
+            CachedClientKeys(ClientKeyStore(records.engine), settings.key_cache_ttl)
+            if settings.auth == "keys"
+            else None
+        )
         app.state.aibridge = ApiState(
             settings=settings,
             keys=keys,
@@ -40,6 +52,8 @@ def create_app(settings: Settings) -> FastAPI:
             upstream=OpenAIUpstream(session, settings),
             streams=streams,
             metrics=ApiMetrics(),
+            limits=Limits.of(settings),
+            cipher=UpstreamKeyCipher(settings.secret_key) if settings.secret_key is not None else None,
         )
         streams.start()
         try:
@@ -70,10 +84,26 @@ def create_app(settings: Settings) -> FastAPI:
         )
         return JSONResponse(body, 503, headers={"Retry-After": "2"})
 
-    @app.exception_handler(RedisError)
-    async def redis_down(_: Request, exc: RedisError) -> Response:
-        body = error_object("the gateway's queue is unavailable", "server_error", "queue_unavailable")
-        return JSONResponse(body, 503, headers={"Retry-After": "5"})
+    @app.exception_handler(Unauthorized)
+    async def unauthorized(_: Request, exc: Unauthorized) -> Response:
+        body = error_object(exc.message, "invalid_request_error", "invalid_api_key")
+        return JSONResponse(body, 401, headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(BodyTooLarge)
+    async def body_too_large(_: Request, exc: BodyTooLarge) -> Response:
+        message = f"the request body is larger than this gateway accepts ({exc.limit} bytes)"
+        body = error_object(message, "invalid_request_error", "request_too_large")
+        return JSONResponse(body, 413, headers={"Connection": "close"})  # the rest of the body is not read
+
+    @app.exception_handler(ActorLimited)
+    async def actor_limited(_: Request, exc: ActorLimited) -> Response:
+        body = error_object(exc.message, "requests", exc.code)
+        return JSONResponse(body, 429, headers={"Retry-After": str(exc.retry_after)})
+
+    app.add_exception_handler(RedisError, _unavailable("the gateway's queue is", "queue_unavailable"))
+    app.add_exception_handler(
+        KeyStoreUnavailable, _unavailable("the gateway's client keys are", "keys_unavailable")
+    )
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> Response:
@@ -86,3 +116,15 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse(error_object(str(exc), "invalid_request_error", "invalid_request"), 400)
 
     return app
+
+
+def _unavailable(subject: str, code: str) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """The handler of an outage of something the gateway depends on (``subject``: "the gateway's queue
+    is"): 503 with Retry-After."""
+
+    async def handler(_: Request, exc: Exception) -> Response:
+        logger.warning("%s: %s", code, type(exc.__cause__ or exc).__name__)
+        body = error_object(f"{subject} unavailable", "server_error", code)
+        return JSONResponse(body, 503, headers={"Retry-After": "5"})
+
+    return handler

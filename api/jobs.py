@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import Any
 
@@ -14,8 +15,10 @@ from opentelemetry import propagate
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
+from api.limits import ActorLimited, Limits
 from api.state import ApiState
 from api.stream_hub import Tail
+from shared.client_keys import Actor
 from shared.keys import RedisKeys
 from shared.messages import ChatJob, ControlMessage
 
@@ -32,71 +35,148 @@ class QueueFull(Exception):
         self.depth = depth
 
 
-def add_job(pipe: Pipeline, keys: RedisKeys, job: ChatJob, *, expires: float) -> None:
-    """Add to ``pipe`` what queues ``job``: arq's job key, its queue entry, and its id on the pending list
-    the workers block on. The job expires unless a worker takes it within ``expires`` seconds.
+# One script checks every limit and, only if all pass, queues the job: a refused request leaves nothing
+# behind, and an admitted one costs the same single round trip as before.
+# KEYS: job, queue, pending, the actor's slots, the actor's request count, the interception's owner
+# ARGV: job payload, job ttl ms, queue score ms, interception id, max queue depth, max concurrent per actor,
+#       now ms, slot lease ms, requests per minute per actor, owner actor id ('' for none), ms the longest
+#       interception lasts (the owner's ttl, and the slots set's: its members lapse one by one by score)
+ENQUEUE_SCRIPT = """
+local waiting = redis.call('LLEN', KEYS[3])
+local depth = tonumber(ARGV[5])
+if depth > 0 and waiting >= depth then return {'queue_full', waiting} end
+local concurrent = tonumber(ARGV[6])
+if concurrent > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', ARGV[7])
+  if redis.call('ZCARD', KEYS[4]) >= concurrent then return {'concurrency', concurrent} end
+end
+local per_minute = tonumber(ARGV[9])
+if per_minute > 0 then
+  if tonumber(redis.call('GET', KEYS[5]) or '0') >= per_minute then
+    return {'rate', redis.call('PTTL', KEYS[5])}
+  end
+  if redis.call('INCR', KEYS[5]) == 1 or redis.call('PTTL', KEYS[5]) < 0 then
+    redis.call('PEXPIRE', KEYS[5], 60000)
+  end
+end
+if concurrent > 0 then
+  redis.call('ZADD', KEYS[4], tonumber(ARGV[7]) + tonumber(ARGV[8]), ARGV[4])
+  redis.call('PEXPIRE', KEYS[4], ARGV[11])
+end
+if ARGV[10] ~= '' then redis.call('SET', KEYS[6], ARGV[10], 'PX', ARGV[11]) end
+redis.call('PSETEX', KEYS[1], ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+redis.call('RPUSH', KEYS[3], ARGV[4])
+return {'ok', waiting}
+"""
 
-    The first command's result is the number of jobs that were waiting before this one."""
-    pipe.llen(keys.pending)
+
+NO_LIMITS = Limits()
+
+
+def add_job(
+    pipe: Pipeline, keys: RedisKeys, job: ChatJob, *, expires: float, limits: Limits = NO_LIMITS
+) -> None:
+    """Add to ``pipe`` what queues ``job`` if the ``limits`` allow it: arq's job key, its queue entry, its id
+    on the pending list the workers block on, the actor's slot and request count, and the stream's owner.
+    The job expires unless a worker takes it within ``expires`` seconds.
+
+    The command's result is ``[b"ok", jobs waiting before this one]``, or the refusal: ``[b"queue_full",
+    jobs waiting]``, ``[b"concurrency", limit]`` or ``[b"rate", ms until the window ends]``."""
     enqueued_ms = int(job.enqueued_at * 1000)
     data = serialize_job(
         JOB_FUNCTION, (job.model_dump(mode="json"),), {}, None, enqueued_ms, serializer=orjson.dumps
     )
-    pipe.psetex(job_key_prefix + job.interception_id, int(expires * 1000), data)
-    pipe.zadd(keys.queue, {job.interception_id: enqueued_ms})
-    pipe.rpush(keys.pending, job.interception_id)
+    job_keys = (
+        job_key_prefix + job.interception_id,
+        keys.queue,
+        keys.pending,
+        keys.actor_slots(job.actor_id),
+        keys.actor_requests(job.actor_id),
+        keys.owner(job.interception_id),
+    )
+    pipe.eval(
+        ENQUEUE_SCRIPT,
+        len(job_keys),
+        *job_keys,
+        data,
+        int(expires * 1000),
+        enqueued_ms,
+        job.interception_id,
+        limits.max_queue_depth,
+        limits.max_concurrent_per_actor,
+        int(time.time() * 1000),
+        int(limits.slot_lease * 1000),
+        limits.requests_per_minute_per_actor,
+        job.actor_id or "",
+        int(limits.lifetime * 1000),
+    )
 
 
 async def enqueue_and_follow(state: ApiState, job: ChatJob) -> Tail:
-    """Queue ``job`` and start following its stream, in one round trip to Redis."""
+    """Queue ``job`` and start following its stream, in one round trip to Redis; raises QueueFull or
+    ActorLimited, having queued nothing, when a limit refuses it."""
     tail = state.streams.follow(state.keys.stream(job.interception_id))
     try:
-        async with state.redis.pipeline(transaction=True) as pipe:
-            add_job(pipe, state.keys, job, expires=state.settings.pickup_timeout)
+        async with state.redis.pipeline(transaction=False) as pipe:
+            add_job(pipe, state.keys, job, expires=state.settings.pickup_timeout, limits=state.limits)
             state.streams.wake(pipe)
-            waiting, *_ = await pipe.execute()
-        limit = state.settings.max_queue_depth
-        if limit and waiting >= limit:
-            await _withdraw(state, job.interception_id)
-            raise QueueFull(waiting)
+            (verdict, value), *_ = await pipe.execute()
+        _raise_refusal(verdict, value)
     except BaseException:
         tail.close()
         raise
     return tail
 
 
-async def _withdraw(state: ApiState, interception_id: str) -> None:
-    """Take a job back out of the queue (checking the depth in the same round trip as the enqueue keeps the
-    common case at one round trip; shedding pays a second)."""
-    async with state.redis.pipeline(transaction=True) as pipe:
-        pipe.lrem(state.keys.pending, 1, interception_id)
-        pipe.zrem(state.keys.queue, interception_id)
-        pipe.delete(job_key_prefix + interception_id)
-        pipe.set(state.keys.cancelled(interception_id), b"1", ex=int(state.settings.pickup_timeout) + 1)
-        await pipe.execute()
+def _raise_refusal(verdict: bytes, value: int) -> None:
+    if verdict == b"queue_full":
+        raise QueueFull(value)
+    if verdict == b"concurrency":
+        raise ActorLimited(
+            f"too many concurrent requests for this key: at most {value} at once; try again when one ends",
+            "concurrency_limit_exceeded",
+            1,
+        )
+    if verdict == b"rate":
+        retry_after = max(1, math.ceil(value / 1000))
+        raise ActorLimited(
+            f"rate limit reached for requests per minute on this key; try again in {retry_after}s",
+            "rate_limit_exceeded",
+            retry_after,
+        )
 
 
-async def cancel(state: ApiState, interception_id: str) -> None:
-    """Stop the interception wherever it is: before a worker takes it, or while one runs it.
+async def cancel(state: ApiState, interception_id: str, slots_key: str | None = None) -> None:
+    """Stop the interception wherever it is: before a worker takes it, or while one runs it; and free its
+    slot in ``slots_key`` (a worker that runs it frees it too when it ends).
 
     Shielded: it runs to its end even when called from a request that is itself being cancelled.
     """
-    await asyncio.shield(_cancel(state, interception_id))
+    await asyncio.shield(_cancel(state, interception_id, slots_key))
 
 
-async def _cancel(state: ApiState, interception_id: str) -> None:
+async def _cancel(state: ApiState, interception_id: str, slots_key: str | None) -> None:
     ttl = int(state.settings.pickup_timeout + state.settings.heartbeat_timeout)
     message = ControlMessage(action="cancel", interception_id=interception_id).encode()
     try:
         async with state.redis.pipeline(transaction=False) as pipe:
             pipe.set(state.keys.cancelled(interception_id), b"1", ex=ttl)
             pipe.publish(state.keys.control, message)
+            if slots_key is not None:
+                pipe.zrem(slots_key, interception_id)
             await pipe.execute()
     except RedisError as exc:
         logger.warning("interception %s: could not cancel: %s", interception_id, exc)
 
 
-def new_chat_job(interception_id: str, body: dict[str, Any], user_agent: str | None) -> ChatJob:
+def new_chat_job(
+    interception_id: str,
+    body: dict[str, Any],
+    user_agent: str | None,
+    actor: Actor | None = None,
+    encrypted_upstream_key: str | None = None,
+) -> ChatJob:
     trace_context: dict[str, str] = {}
     propagate.inject(trace_context)  # the worker's spans become children of the current one
     return ChatJob(
@@ -105,5 +185,8 @@ def new_chat_job(interception_id: str, body: dict[str, Any], user_agent: str | N
         body=body,
         streaming=body.get("stream") is True,
         user_agent=user_agent,
+        actor_id=actor.id if actor else None,
+        actor_metadata=actor.metadata if actor else {},
+        encrypted_upstream_key=encrypted_upstream_key,
         enqueued_at=time.time(),
     )

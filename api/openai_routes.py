@@ -11,11 +11,14 @@ import orjson
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import Response
 
+from api.auth import Caller
 from api.jobs import enqueue_and_follow, new_chat_job
+from api.limits import read_body
 from api.relay import SSERelay, answer
-from api.state import State
+from api.state import ApiState, State
+from shared import byok
 from shared.tracing import tracer
-from shared.upstream import UpstreamFailure
+from shared.upstream import UpstreamFailure, bearer
 
 router = APIRouter(prefix="/openai/v1")
 
@@ -49,10 +52,29 @@ def parse_chat_request(raw: bytes) -> dict[str, Any]:
     return body
 
 
+def client_upstream_key(state: ApiState, request: Request) -> str | None:
+    """The client's own provider key (bring your own key), if it sent one; InvalidRequest if the gateway
+    cannot carry it. Never put in an error message."""
+    header = request.headers.get(byok.HEADER)
+    if header is None:
+        return None
+    if state.cipher is None:
+        raise InvalidRequest(
+            f"this gateway does not accept the client's own upstream key ({byok.HEADER}): "
+            "its operator has not set AIBRIDGE_SECRET_KEY",
+            byok.HEADER,
+        )
+    try:
+        return byok.parse_header(header)
+    except byok.UnusableUpstreamKey as exc:
+        raise InvalidRequest(str(exc), byok.HEADER) from None
+
+
 @router.post("/chat/completions")
-async def chat_completions(request: Request, state: State) -> Response:
+async def chat_completions(request: Request, state: State, actor: Caller) -> Response:
     received_at = time.monotonic()
-    body = parse_chat_request(await request.body())
+    upstream_key = client_upstream_key(state, request)
+    body = parse_chat_request(await read_body(request, state.settings.max_body_bytes))
     interception_id = str(uuid.uuid4())
     attributes = {
         "interception_id": interception_id,
@@ -61,17 +83,21 @@ async def chat_completions(request: Request, state: State) -> Response:
         "streaming": body.get("stream") is True,
     }
     with tracer().start_as_current_span("Intercept.ProcessRequest", attributes=attributes):
-        job = new_chat_job(interception_id, body, request.headers.get("user-agent"))
+        encrypted_key = state.cipher.encrypt(upstream_key) if state.cipher and upstream_key else None
+        job = new_chat_job(interception_id, body, request.headers.get("user-agent"), actor, encrypted_key)
         tail = await enqueue_and_follow(state, job)
-        response = await answer(state, interception_id, tail, request, received_at)
+        response = await answer(state, job, tail, request, received_at)
     response.headers["X-AIBridge-Interception-Id"] = interception_id
     return response
 
 
 @router.get("/models")
-async def models(state: State) -> Response:
+async def models(request: Request, state: State, _: Caller) -> Response:
+    upstream_key = client_upstream_key(state, request)
     try:
-        status, content_type, body = await state.upstream.get("/models")
+        status, content_type, body = await state.upstream.get(
+            "/models", bearer(upstream_key) if upstream_key else None
+        )
     except UpstreamFailure as failure:
         return Response(failure.body, failure.status, media_type="application/json")
     return Response(body, status, media_type=content_type)
@@ -101,10 +127,12 @@ async def resume_stream(
     interception_id: str,
     request: Request,
     state: State,
+    actor: Caller,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The events of a streamed interception after ``Last-Event-ID`` (all of them without it), then the live
-    tail: a client whose connection dropped, or whose API instance died, resumes here on any instance."""
+    tail: a client whose connection dropped, or whose API instance died, resumes here on any instance.
+    With client keys, only the actor that made the request may: for any other the stream does not exist."""
     received_at = time.monotonic()
     try:
         uuid.UUID(interception_id)
@@ -114,14 +142,15 @@ async def resume_stream(
     key = state.keys.stream(interception_id)
     async with state.redis.pipeline(transaction=False) as pipe:
         pipe.exists(key)
-        pipe.incr(state.keys.resumed(interception_id))
-        pipe.expire(state.keys.resumed(interception_id), int(state.settings.stream_retention))
-        exists, *_ = await pipe.execute()
-    if not exists:
+        pipe.get(state.keys.owner(interception_id))
+        exists, owner = await pipe.execute()
+    if not exists or (actor is not None and owner != actor.id.encode()):
         raise HTTPException(404, "no stream for this interception: unknown, or ended and expired")
     tail = state.streams.follow(key, after=after)
     try:
         async with state.redis.pipeline(transaction=False) as pipe:
+            pipe.incr(state.keys.resumed(interception_id))
+            pipe.expire(state.keys.resumed(interception_id), int(state.settings.stream_retention))
             state.streams.wake(pipe)
             await pipe.execute()
     except BaseException:

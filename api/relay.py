@@ -18,7 +18,7 @@ from api.jobs import cancel
 from api.state import ApiState
 from api.stream_hub import Entry, Tail
 from shared.errors import error_body
-from shared.messages import MessageKind
+from shared.messages import ChatJob, MessageKind
 from shared.sse import EVENT_SEPARATOR, data_field
 
 logger = logging.getLogger(__name__)
@@ -55,12 +55,13 @@ def json_error(
 WORKER_SILENT = ("lost contact with the worker handling this request", "server_error", "worker_timeout")
 
 
-async def answer(
-    state: ApiState, interception_id: str, tail: Tail, request: Request, received_at: float
-) -> Response:
+async def answer(state: ApiState, job: ChatJob, tail: Tail, request: Request, received_at: float) -> Response:
     """Wait for the job's first decisive message on ``tail`` and turn it into the client's response.
-    ``received_at`` (``time.monotonic()``) is when the request arrived."""
+    ``received_at`` (``time.monotonic()``) is when the request arrived. Giving up on the job frees its
+    concurrency slot at once (it may never have reached a worker)."""
     settings = state.settings
+    interception_id = job.interception_id
+    slots_key = state.keys.actor_slots(job.actor_id)
     disconnected = asyncio.create_task(listen_for_disconnect(request.receive))
     relaying = False
     started = False
@@ -71,7 +72,7 @@ async def answer(
             await asyncio.wait({read, disconnected}, return_when=asyncio.FIRST_COMPLETED)
             if disconnected.done():
                 read.cancel()
-                await cancel(state, interception_id)
+                await cancel(state, interception_id, slots_key)
                 return Response(status_code=499)
             for index, (_, message) in enumerate(batch := read.result()):
                 started = True
@@ -88,7 +89,7 @@ async def answer(
                     )
             if time.monotonic() < deadline:
                 continue
-            await cancel(state, interception_id)
+            await cancel(state, interception_id, slots_key)
             if started:
                 return json_error(502, *WORKER_SILENT)
             retry_after = str(max(1, int(settings.pickup_timeout / 10)))

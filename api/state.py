@@ -9,7 +9,9 @@ from typing import Annotated
 from arq.connections import ArqRedis
 from fastapi import Depends, Request
 
+from api.limits import Limits
 from api.stream_hub import StreamHub
+from shared.byok import UpstreamKeyCipher
 from shared.config import Settings
 from shared.keys import RedisKeys
 from shared.metrics import ApiMetrics
@@ -24,6 +26,8 @@ class ApiState:
     upstream: OpenAIUpstream
     streams: StreamHub
     metrics: ApiMetrics
+    limits: Limits
+    cipher: UpstreamKeyCipher | None  # None: no AIBRIDGE_SECRET_KEY, no bring-your-own-key
 
     async def live_workers(self) -> int:
         since = time.time() - self.settings.heartbeat_timeout

@@ -1,4 +1,6 @@
-"""Routes under /api/v1 that read the usage records: interceptions, one interception, token totals."""
+"""Routes under /api/v1 that read the usage records: interceptions, one interception, token totals.
+
+With client keys, a caller sees the records of its own actor only."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 
+from api.auth import Caller
 from shared.errors import error_object
 from shared.recording.store import InvalidCursor, RecordStore, usage_dimensions
 from shared.recording.times import parse_time
@@ -86,6 +89,7 @@ def _limit(value: str | None) -> int:
 @router.get("/interceptions")
 async def list_interceptions(
     store: Records,
+    caller: Caller,
     actor: str | None = None,
     model: str | None = None,
     provider: str | None = None,
@@ -100,7 +104,7 @@ async def list_interceptions(
         page_size = _limit(limit)
         try:
             items, next_cursor = await store.list_interceptions(
-                actor=actor,
+                actor=caller.id if caller else actor,
                 model=model,
                 provider=provider,
                 since=start,
@@ -118,12 +122,12 @@ async def list_interceptions(
 
 
 @router.get("/interceptions/{interception_id}")
-async def get_interception(interception_id: str, store: Records) -> Response:
+async def get_interception(interception_id: str, store: Records, caller: Caller) -> Response:
     try:
         interception = await store.get_interception(interception_id)
     except (SQLAlchemyError, OSError) as exc:
         return _unavailable(exc)
-    if interception is None:
+    if interception is None or (caller is not None and interception["actor_id"] != caller.id):
         body = error_object(f"no interception {interception_id!r}", "invalid_request_error", "not_found")
         return JSONResponse(body, 404)
     return _json(interception)
@@ -131,7 +135,7 @@ async def get_interception(interception_id: str, store: Records) -> Response:
 
 @router.get("/usage")
 async def usage(
-    store: Records, since: str | None = None, until: str | None = None, by: str | None = None
+    store: Records, caller: Caller, since: str | None = None, until: str | None = None, by: str | None = None
 ) -> Response:
     """Token totals and interception counts grouped by ``by``: a comma list of actor, model and day (the
     UTC day the interception started); all three by default."""
@@ -141,7 +145,7 @@ async def usage(
             dimensions = usage_dimensions("actor,model,day" if by is None else by)
         except ValueError as exc:
             raise InvalidQuery(f"'by': {exc}", "by") from None
-        rows = await store.usage(since=start, until=end, by=dimensions)
+        rows = await store.usage(since=start, until=end, by=dimensions, actor=caller.id if caller else None)
     except InvalidQuery as exc:
         return _invalid(exc)
     except (SQLAlchemyError, OSError) as exc:

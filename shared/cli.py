@@ -33,6 +33,16 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_argument("--by", choices=["actor", "model"], help="group by this alone (default: both)")
     status = commands.add_parser("status", help="queue, workers and jobs, from Redis", parents=[common])
     status.add_argument("--watch", action="store_true", help="refresh every 2 s until Ctrl-C")
+    keys = commands.add_parser("keys", help="client keys (in the usage database)", parents=[common])
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    create = key_actions.add_parser("create", help="make a key and print it (once)", parents=[common])
+    create.add_argument("--actor", required=True, help="the actor id its requests are recorded under")
+    create.add_argument(
+        "--meta", action="append", default=[], metavar="KEY=VALUE", help="actor metadata (repeatable)"
+    )
+    key_actions.add_parser("list", help="every key: id, actor, metadata, created, revoked", parents=[common])
+    revoke = key_actions.add_parser("revoke", help="stop a key from working", parents=[common])
+    revoke.add_argument("id", help="the key's id (as `keys list` shows it)")
     return parser
 
 
@@ -61,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         return _status(settings, watch=args.watch)
     if args.command == "usage":
         return _print_usage(settings, args.since, args.by)
+    if args.command == "keys":
+        from shared.key_commands import run_keys_command
+
+        return run_keys_command(settings, args)
     if args.command == "worker":
         from worker.main import run_worker
 

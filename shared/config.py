@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from cryptography.fernet import Fernet
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -58,9 +60,22 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///aibridge.db"
 
+    auth: Literal["keys", "none"] = "keys"
+    key_cache_ttl: float = Field(default=5.0, ge=0)
+    secret_key: SecretStr | None = None
+    send_actor_headers: bool = False
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_concurrent_per_actor: int = Field(default=0, ge=0)
+    requests_per_minute_per_actor: int = Field(default=0, ge=0)
+
     mcp_servers: list[McpServerConfig] = Field(default_factory=list)
     mcp_call_timeout: float = Field(default=600.0, gt=0)
     mcp_max_rounds: int = Field(default=16, ge=1)
+
+    @property
+    def slot_lease(self) -> float:
+        """Seconds a running request's concurrency slot lasts unless its worker's heartbeat renews it."""
+        return self.heartbeat_timeout + self.heartbeat_interval
 
     @field_validator("mcp_servers")
     @classmethod
@@ -90,6 +105,28 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
+    @field_validator("secret_key")
+    @classmethod
+    def _fernet_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                Fernet(value.get_secret_value())
+            except ValueError:
+                raise ValueError(
+                    "must be a Fernet key (32 url-safe base64-encoded bytes): make one with "
+                    "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`"
+                ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _no_auth_only_on_loopback(self) -> Settings:
+        if self.auth == "none" and not is_loopback(self.host):
+            raise ValueError(
+                f"auth=none (AIBRIDGE_AUTH) is refused when the API binds to {self.host}, which is not "
+                "loopback: create client keys (`aibridge keys create`) or bind to 127.0.0.1"
+            )
+        return self
+
     @field_validator("heartbeat_timeout")
     @classmethod
     def _timeout_covers_heartbeats(cls, value: float, info: Any) -> float:
@@ -97,6 +134,16 @@ class Settings(BaseSettings):
         if interval is not None and value <= interval:
             raise ValueError("must be larger than heartbeat_interval")
         return value
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings:
@@ -145,7 +192,10 @@ def _read_toml(path: Path) -> dict[str, Any]:
 def _one_line(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors():
-        field = ".".join(str(part) for part in error["loc"]) or "config"
-        variable = f"AIBRIDGE_{str(error['loc'][0]).upper()}" if error["loc"] else "AIBRIDGE_*"
+        if not error["loc"]:  # a rule over several settings: its message names them
+            problems.append(error["msg"].removeprefix("Value error, "))
+            continue
+        field = ".".join(str(part) for part in error["loc"])
+        variable = f"AIBRIDGE_{str(error['loc'][0]).upper()}"
         problems.append(f"{field} ({variable}): {error['msg']}")
     return "invalid configuration: " + "; ".join(problems)

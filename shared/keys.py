@@ -46,3 +46,20 @@ class RedisKeys:
 
     def cancelled(self, interception_id: str) -> str:
         return f"{self.prefix}cancelled:{interception_id}"
+
+    def owner(self, interception_id: str) -> str:
+        """The actor id that made the interception: only it may resume the stream."""
+        return f"{self.prefix}owner:{interception_id}"
+
+    def actor_slots(self, actor_id: str | None) -> str:
+        """Sorted set of the actor's running interceptions, each scored by when its slot lapses (epoch ms)
+        unless a heartbeat renews it. Without client keys every request is one anonymous actor's."""
+        return f"{self.prefix}slots:{_actor(actor_id)}"
+
+    def actor_requests(self, actor_id: str | None) -> str:
+        """The actor's request count in the current one-minute window (it expires with the window)."""
+        return f"{self.prefix}rpm:{_actor(actor_id)}"
+
+
+def _actor(actor_id: str | None) -> str:
+    return "anonymous" if actor_id is None else f"actor:{actor_id}"

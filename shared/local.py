@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from shared.config import Settings
+from shared.config import Settings, is_loopback
 
 STOP_TIMEOUT = 35.0
 
@@ -91,6 +91,13 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
 def run_local(settings: Settings, config: Path | None) -> int:
     env = dict(os.environ)
     env["AIBRIDGE_HOST"], env["AIBRIDGE_PORT"] = settings.host, str(settings.port)
+    if "auth" not in settings.model_fields_set and is_loopback(settings.host):
+        env["AIBRIDGE_AUTH"] = "none"
+        print(
+            f"aibridge: client keys are off (AIBRIDGE_AUTH=none): the API listens on {settings.host} only; "
+            "set AIBRIDGE_AUTH=keys to require them",
+            file=sys.stderr,
+        )
     owned: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="aibridge-redis-") as workdir:
         if "redis_url" not in settings.model_fields_set and not redis_answers(settings.redis_url):

@@ -22,6 +22,7 @@ class ChatJob(BaseModel):
     actor_id: str | None = None
     actor_metadata: dict[str, str] = Field(default_factory=dict)
     trace_context: dict[str, str] = Field(default_factory=dict)  # W3C traceparent of the API's span
+    encrypted_upstream_key: str | None = None  # the client's own provider key, encrypted (shared/byok.py)
     enqueued_at: float
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -14,6 +14,8 @@ from shared.config import Settings
 from shared.errors import error_body
 
 ERROR_BODY_LIMIT = 1 << 20
+ACTOR_ID_HEADER = "X-AI-Bridge-Actor-ID"
+ACTOR_METADATA_HEADER_PREFIX = "X-AI-Bridge-Actor-Metadata-"
 
 
 class UpstreamFailure(Exception):
@@ -39,21 +41,42 @@ class OpenAIUpstream:
         )
 
     @asynccontextmanager
-    async def post(self, path: str, body: dict[str, Any]) -> AsyncIterator[aiohttp.ClientResponse]:
-        """POST ``body`` to the upstream; failures to connect or to hear back become UpstreamFailure."""
+    async def post(
+        self, path: str, body: dict[str, Any], headers: Mapping[str, str] | None = None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST ``body`` to the upstream, with ``headers`` over the usual ones; failures to connect or to
+        hear back become UpstreamFailure."""
         async with guard_upstream():
             async with self._session.post(
-                self._base_url + path, data=orjson.dumps(body), headers=self._headers, timeout=self._timeout
+                self._base_url + path,
+                data=orjson.dumps(body),
+                headers={**self._headers, **headers} if headers else self._headers,
+                timeout=self._timeout,
             ) as response:
                 yield response
 
-    async def get(self, path: str) -> tuple[int, str, bytes]:
+    async def get(self, path: str, headers: Mapping[str, str] | None = None) -> tuple[int, str, bytes]:
         """GET ``path`` whole: status, content type and body."""
         async with guard_upstream():
             async with self._session.get(
-                self._base_url + path, headers=self._headers, timeout=self._timeout
+                self._base_url + path,
+                headers={**self._headers, **headers} if headers else self._headers,
+                timeout=self._timeout,
             ) as response:
                 return response.status, response.content_type, await response.read()
+
+
+def bearer(upstream_key: str) -> dict[str, str]:
+    """The header that authenticates to the upstream with ``upstream_key`` instead of the central key."""
+    return {"Authorization": f"Bearer {upstream_key}"}
+
+
+def actor_headers(actor_id: str, metadata: Mapping[str, str]) -> dict[str, str]:
+    """The headers that tell the upstream (or a proxy before it) who the actor is, as the reference names
+    them: ``X-AI-Bridge-Actor-ID`` and one ``X-AI-Bridge-Actor-Metadata-<Key>`` per metadata entry."""
+    headers = {ACTOR_ID_HEADER: actor_id}
+    headers.update({ACTOR_METADATA_HEADER_PREFIX + key: value for key, value in metadata.items()})
+    return headers
 
 
 @asynccontextmanager

@@ -40,6 +40,7 @@ class Gateway:
             "AIBRIDGE_OPENAI_BASE_URL": upstream_url,
             "AIBRIDGE_OPENAI_API_KEY": "sk-upstream-test-key",
             "AIBRIDGE_PORT": str(self.port),
+            "AIBRIDGE_AUTH": "none",  # on loopback; the tests of client keys turn them on
             **env,
         }
         self.api: subprocess.Popen[bytes] | None = None
@@ -105,6 +106,24 @@ class Gateway:
                 raise TimeoutError(f"gave up waiting for {what}:\n{self.logs()}")
             time.sleep(0.05)
 
+    def create_key(self, actor: str, **metadata: str) -> str:
+        """A new client key for ``actor`` (``aibridge keys create``, in this deployment's database)."""
+        meta = [arg for name, value in metadata.items() for arg in ("--meta", f"{name}={value}")]
+        result = subprocess.run(
+            [sys.executable, "-m", "shared.cli", "keys", "create", "--actor", actor, *meta],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"aibridge keys create failed:\n{result.stderr}")
+        return result.stdout.strip()
+
+    def output(self) -> str:
+        """Everything the deployment's processes have written to stdout and stderr so far."""
+        return "".join(p.read_text(errors="replace") for p in sorted(self._logs.glob("*.log")))
+
     def logs(self) -> str:
         return "\n".join(
             f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self._logs.iterdir())
@@ -118,8 +137,8 @@ class Gateway:
         request.start()
         return request
 
-    def client(self, **kwargs) -> openai.OpenAI:
-        return openai.OpenAI(base_url=self.base_url, api_key="client-key", max_retries=0, **kwargs)
+    def client(self, api_key: str = "client-key", **kwargs) -> openai.OpenAI:
+        return openai.OpenAI(base_url=self.base_url, api_key=api_key, max_retries=0, **kwargs)
 
     def stop(self) -> None:
         processes = [p for p in [self.api, *self.apis, *self.workers] if p is not None]

@@ -273,6 +273,7 @@ def test_upgrade_is_concurrent_safe_idempotent_and_matches_the_schema(empty_url:
         assert differences == []
         assert tables == [
             "aibridge_alembic_version",
+            "client_keys",
             "interceptions",
             "prompt_usages",
             "token_usages",
@@ -811,6 +812,7 @@ def api(db_url: str) -> Iterator[TestClient]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.aibridge_records = RecordStore(db_url)
+        app.state.aibridge_client_keys = None  # no client keys: every record is visible
         yield
         await app.state.aibridge_records.close()
 
@@ -911,6 +913,7 @@ def test_usage_routes_answer_503_while_the_database_is_down(tmp_path: Path) -> N
     app = FastAPI()
     app.include_router(usage_router)
     app.state.aibridge_records = RecordStore(f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'records.db'}")
+    app.state.aibridge_client_keys = None
     with TestClient(app) as client:
         for path in ("/api/v1/interceptions", "/api/v1/interceptions/x", "/api/v1/usage"):
             response = client.get(path)

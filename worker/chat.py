@@ -48,8 +48,10 @@ class ChatCompletionsInterception:
         recorder: Recorder,
         *,
         max_rounds: int,
+        upstream_headers: dict[str, str] | None = None,
     ) -> None:
         self._job = job
+        self._upstream_headers = upstream_headers
         self._recording = InterceptionRecording(recorder, job)
         self._outcome = Outcome.OK
         self._upstream = upstream
@@ -150,7 +152,9 @@ class ChatCompletionsInterception:
         """Relay one streamed upstream call into ``message``; True if its tool calls are the gateway's own
         (withheld from the client)."""
         withheld = False
-        async with self._upstream.post(PATH, self._request_body(streaming=True)) as response:
+        async with self._upstream.post(
+            PATH, self._request_body(streaming=True), self._upstream_headers
+        ) as response:
             if response.status >= 400:
                 raw = await response.content.read(ERROR_BODY_LIMIT)
                 await self._error(
@@ -284,7 +288,9 @@ class ChatCompletionsInterception:
     async def _blocking_round(self, message: AssistantMessage) -> tuple[dict[str, Any] | None, bytes, int]:
         """One blocking upstream call, read into ``message``: the completion (None when the call failed and
         the client has been answered), the body as sent, and the status."""
-        async with self._upstream.post(PATH, self._request_body(streaming=False)) as response:
+        async with self._upstream.post(
+            PATH, self._request_body(streaming=False), self._upstream_headers
+        ) as response:
             raw = await response.read()
             status = response.status
         if status >= 400:

@@ -17,6 +17,7 @@ from arq.connections import ArqRedis
 from prometheus_client import start_http_server
 from redis.exceptions import RedisError
 
+from shared.byok import UpstreamKeyCipher
 from shared.config import Settings
 from shared.keys import RedisKeys
 from shared.mcp.manager import McpToolManager
@@ -46,6 +47,7 @@ class WorkerDeps:
     record_store: RecordStore
     recorder: BufferedRecorder
     metrics: WorkerMetrics
+    cipher: UpstreamKeyCipher | None  # None without AIBRIDGE_SECRET_KEY: no bring-your-own-key jobs
     worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     _presence: asyncio.Task[None] | None = None
     _metrics_server: WSGIServer | None = None
@@ -82,6 +84,7 @@ class WorkerDeps:
                     "failures": recorder.failures,
                 }
             ),
+            cipher=UpstreamKeyCipher(settings.secret_key) if settings.secret_key is not None else None,
         )
         if settings.worker_metrics_port is not None:
             deps._metrics_server, _ = start_http_server(

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -17,6 +19,32 @@ from worker.stream_writes import CoalescingWriter, Command
 logger = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class SlotLease:
+    """The interception's concurrency slot (a member of its actor's slot set, scored by when it lapses) and
+    its owner record: heartbeats renew the slot, the stream's end releases it and cuts the owner record to
+    the stream's retention."""
+
+    slots_key: str
+    member: str
+    lease: float
+    owner_key: str
+    retention: float
+
+    def renew(self) -> tuple[Command, ...]:
+        lapses_ms = int((time.time() + self.lease) * 1000)
+        return ((b"ZADD", self.slots_key, b"XX", lapses_ms, self.member),)
+
+    def release(self) -> tuple[Command, ...]:
+        return (
+            (b"ZREM", self.slots_key, self.member),
+            (b"PEXPIRE", self.owner_key, int(self.retention * 1000)),
+        )
+
+
+NO_LEASE: tuple[Command, ...] = ()
+
+
 class JobStream:
     """Appends StreamMessages to the stream of one interception.
 
@@ -25,9 +53,17 @@ class JobStream:
     """
 
     def __init__(
-        self, writer: CoalescingWriter, key: str, *, maxlen: int, retention: float, lifetime: float
+        self,
+        writer: CoalescingWriter,
+        key: str,
+        *,
+        maxlen: int,
+        retention: float,
+        lifetime: float,
+        lease: SlotLease | None = None,
     ) -> None:
         self._writer = writer
+        self._lease = lease
         self._key = key.encode()
         self._xadd = (b"XADD", self._key, b"MAXLEN", b"~", maxlen, b"*")
         self._retention_ms = int(retention * 1000)
@@ -50,13 +86,19 @@ class JobStream:
     async def begin(self, cancelled_key: str) -> bool:
         """Write the first heartbeat (the API's sign that a worker took the job); True if the client
         cancelled the job before that."""
-        (cancelled,) = await self._write(
-            StreamMessage(kind=MessageKind.HEARTBEAT), also=((b"EXISTS", cancelled_key),)
+        cancelled, *_ = await self._write(
+            StreamMessage(kind=MessageKind.HEARTBEAT), also=((b"EXISTS", cancelled_key), *self._renewal())
         )
         return bool(cancelled)
 
+    def _renewal(self) -> tuple[Command, ...]:
+        return self._lease.renew() if self._lease else NO_LEASE
+
+    def _release(self) -> tuple[Command, ...]:
+        return self._lease.release() if self._lease else NO_LEASE
+
     async def heartbeat(self) -> None:
-        await self._write(StreamMessage(kind=MessageKind.HEARTBEAT))
+        await self._write(StreamMessage(kind=MessageKind.HEARTBEAT), also=self._renewal())
 
     async def open(self) -> None:
         """Tell the API to start the client's SSE stream (headers, then pings while nothing else flows)."""
@@ -81,11 +123,13 @@ class JobStream:
         await self._write(StreamMessage(kind=MessageKind.RESULT, status=status, data=body))
 
     async def done(self) -> None:
-        await self._write(StreamMessage(kind=MessageKind.DONE), expire_ms=self._retention_ms)
+        await self._write(
+            StreamMessage(kind=MessageKind.DONE), expire_ms=self._retention_ms, also=self._release()
+        )
 
     async def expire(self) -> None:
         """Shorten the stream's life to the retention without ending it (the client has gone)."""
-        await self._writer.write([(b"PEXPIRE", self._key, self._retention_ms)])
+        await self._writer.write([(b"PEXPIRE", self._key, self._retention_ms), *self._release()])
 
     @contextlib.asynccontextmanager
     async def heartbeats(self, interval: float) -> AsyncIterator[None]:

@@ -11,11 +11,14 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from redis.exceptions import RedisError
 
+from shared.byok import UnusableUpstreamKey, UpstreamKeyCipher
+from shared.config import Settings
 from shared.errors import error_body
 from shared.messages import ChatJob
+from shared.upstream import actor_headers, bearer
 from worker.chat import ChatCompletionsInterception
 from worker.deps import WorkerDeps
-from worker.job_stream import JobStream
+from worker.job_stream import JobStream, SlotLease
 
 logger = logging.getLogger(__name__)
 
@@ -25,19 +28,40 @@ async def chat_completions(ctx: dict[str, Any], payload: dict[str, Any]) -> None
     job = ChatJob.model_validate(payload)
     interception_id = job.interception_id
     deps.metrics.queue_wait.observe(max(0.0, time.time() - job.enqueued_at))
+    settings = deps.settings
+    lease = SlotLease(
+        slots_key=deps.keys.actor_slots(job.actor_id),
+        member=interception_id,
+        lease=settings.slot_lease,
+        owner_key=deps.keys.owner(interception_id),
+        retention=settings.stream_retention,
+    )
     stream = JobStream(
         deps.writes,
         deps.keys.stream(interception_id),
-        maxlen=deps.settings.stream_maxlen,
-        retention=deps.settings.stream_retention,
-        lifetime=deps.settings.job_timeout + deps.settings.stream_retention,
+        maxlen=settings.stream_maxlen,
+        retention=settings.stream_retention,
+        lifetime=settings.job_timeout + settings.stream_retention,
+        lease=lease,
     )
     if await stream.begin(deps.keys.cancelled(interception_id)):
         logger.info("interception %s: client left before the job started", interception_id)
         await stream.expire()
         return
+    try:
+        headers = upstream_headers(job, settings, deps.cipher)
+    except UnusableUpstreamKey as exc:
+        logger.error("interception %s: %s", interception_id, exc)
+        await _report_worker_error(stream, str(exc), "upstream_key_unusable")
+        return
     interception = ChatCompletionsInterception(
-        job, deps.upstream, stream, deps.tools, deps.records, max_rounds=deps.settings.mcp_max_rounds
+        job,
+        deps.upstream,
+        stream,
+        deps.tools,
+        deps.records,
+        max_rounds=settings.mcp_max_rounds,
+        upstream_headers=headers,
     )
     async with stream.heartbeats(deps.settings.heartbeat_interval):
         parent = otel_context.attach(propagate.extract(job.trace_context))
@@ -64,6 +88,21 @@ async def chat_completions(ctx: dict[str, Any], payload: dict[str, Any]) -> None
             await _report_worker_error(stream, "the gateway failed while handling the request")
         finally:
             deps.control.unregister(interception_id)
+
+
+def upstream_headers(job: ChatJob, settings: Settings, cipher: UpstreamKeyCipher | None) -> dict[str, str]:
+    """The headers of this job's upstream calls beyond the usual ones: the client's own key (decrypted here,
+    for this request only) and, with ``send_actor_headers``, who the actor is."""
+    headers: dict[str, str] = {}
+    if job.encrypted_upstream_key is not None:
+        if cipher is None:
+            raise UnusableUpstreamKey(
+                "the request carries the client's upstream key but this worker has no AIBRIDGE_SECRET_KEY"
+            )
+        headers.update(bearer(cipher.decrypt(job.encrypted_upstream_key)))
+    if settings.send_actor_headers and job.actor_id is not None:
+        headers.update(actor_headers(job.actor_id, job.actor_metadata))
+    return headers
 
 
 async def _report_worker_error(stream: JobStream, message: str, code: str = "worker_error") -> None:

@@ -109,3 +109,14 @@ tool_usages = sa.Table(
 )
 
 TABLES = (interceptions, token_usages, prompt_usages, tool_usages)
+
+client_keys = sa.Table(
+    "client_keys",
+    metadata,
+    sa.Column("id", sa.Text, primary_key=True),
+    sa.Column("key_hash", sa.Text, nullable=False, unique=True),  # SHA-256 hex: the key itself is not stored
+    sa.Column("actor_id", sa.Text, nullable=False),
+    sa.Column("actor_metadata", JSONDocument, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("revoked_at", UTCDateTime),
+)

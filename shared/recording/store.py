@@ -272,9 +272,11 @@ class RecordStore:
         since: datetime | None = None,
         until: datetime | None = None,
         by: Iterable[str] = USAGE_DIMENSIONS,
+        actor: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Token totals and interception counts of the interceptions started in [since, until), grouped by
-        any of ``actor``, ``model`` and ``day`` (the UTC day the interception started, ``YYYY-MM-DD``).
+        """Token totals and interception counts of the interceptions started in [since, until) (by ``actor``
+        alone when given), grouped by any of ``actor``, ``model`` and ``day`` (the UTC day the interception
+        started, ``YYYY-MM-DD``).
 
         A row has the keys of its grouping (``actor_id``, ``model``, ``day``) then ``interceptions``,
         ``input_tokens``, ``output_tokens``, ``cache_read_tokens``. Rows are ordered by day, actor, model
@@ -293,6 +295,8 @@ class RecordStore:
             sa.func.coalesce(sa.func.sum(tokens.cache_read_tokens), 0).label("cache_read_tokens"),
         ).select_from(interceptions.outerjoin(token_usages, tokens.interception_id == table.id))
         query = _time_range(query, since, until)
+        if actor is not None:
+            query = query.where(table.actor_id == actor)
         if grouping:
             query = query.group_by(*grouping)
         async with self.engine.connect() as connection:

@@ -1,0 +1,66 @@
+"""Limits on what one request or one actor may take: the body size, concurrent requests, requests per minute.
+
+The per-actor limits are counted in Redis, by the script that queues the job (api/jobs.py), so they hold
+across API instances.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from starlette.requests import Request
+
+from shared.config import Settings
+
+
+class BodyTooLarge(Exception):
+    """The request body is over ``max_body_bytes`` (HTTP 413)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
+
+
+class ActorLimited(Exception):
+    """The actor is at its concurrency or per-minute limit (HTTP 429, ``Retry-After`` seconds)."""
+
+    def __init__(self, message: str, code: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the enqueue script enforces (0: no limit), and how long what it takes for a request lasts."""
+
+    max_queue_depth: int = 0
+    max_concurrent_per_actor: int = 0
+    requests_per_minute_per_actor: int = 0
+    slot_lease: float = 60.0  # seconds, until a worker's heartbeats take over renewing the slot
+    lifetime: float = 3600.0  # seconds the longest interception lasts: its owner record's ttl
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(
+            max_queue_depth=settings.max_queue_depth,
+            max_concurrent_per_actor=settings.max_concurrent_per_actor,
+            requests_per_minute_per_actor=settings.requests_per_minute_per_actor,
+            slot_lease=settings.pickup_timeout + settings.slot_lease,
+            lifetime=settings.pickup_timeout + settings.job_timeout + settings.stream_retention,
+        )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body; BodyTooLarge as soon as it is known to exceed ``limit`` bytes: from its
+    Content-Length before reading anything, or while reading a body sent without one."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(limit)
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > limit:
+            raise BodyTooLarge(limit)
+    return bytes(body)
