@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import functools
 import math
-import resource
 import signal
 import sys
 from dataclasses import dataclass
@@ -344,14 +343,6 @@ class FakeOpenAI:
             connection.start(stream_writes(chunks), ttft, delay)
 
 
-def raise_open_files_limit() -> None:
-    """As many open files as the hard limit allows (thousands of connections)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
 async def serve(host: str, port: int, ttft: float, delay: float, chunks: int) -> None:
     fake = FakeOpenAI(ttft, delay, chunks)
     loop = asyncio.get_running_loop()
@@ -376,7 +367,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay", type=float, default=0.01, help="seconds between chunks")
     parser.add_argument("--chunks", type=int, default=100, help="content chunks per answer")
     args = parser.parse_args(argv)
-    raise_open_files_limit()
     import uvloop
 
     uvloop.run(serve(args.host, args.port, args.ttft, args.delay, max(1, args.chunks)))

@@ -45,15 +45,15 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar
+from typing import Any, ClassVar
 
 import aiohttp
 import orjson
 
+from bench.pipe import PipedProcess, answer, commands
 from bench.processes import (
     DEFAULT_REDIS_URL,
     HOST,
-    ROOT,
     Processes,
     cpu_seconds,
     gateway_env,
@@ -214,83 +214,35 @@ async def loadgen_main() -> None:
       error]``;
     * ``{"url", "body", "expected", "steady": {"clients", "t0", "spread", "warmup", "duration"}}``: closed-loop
       clients (see ``steady_streams``); results ``[start, ttft, completion, error]``."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 20)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=None)
     ) as session:
-        while line := await reader.readline():
-            command = orjson.loads(line)
+        async for command in commands():
             url, body, expected = command["url"], orjson.dumps(command["body"]), command["expected"]
             if "steady" in command:
                 results = await steady_streams(session, url, body, expected, **command["steady"])
             else:
                 tasks = [one_stream(session, url, body, expected) for _ in range(command["n"])]
                 results = await asyncio.gather(*tasks)
-            sys.stdout.buffer.write(orjson.dumps({"results": results}) + b"\n")
-            sys.stdout.buffer.flush()
+            answer({"results": results})
 
 
-def open_log(path: Path) -> BinaryIO:
-    return open(path, "wb")  # the caller closes it
-
-
-class LoadGen:
+class LoadGen(PipedProcess):
     """The parent's handle on the load-generator process."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self._process = process
-
     @classmethod
-    async def start(cls, log_path: Path) -> LoadGen:
-        with open_log(log_path) as stderr:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bench.latency",
-                "--loadgen",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=stderr,
-                cwd=ROOT,
-                limit=1 << 20,
-            )
-        return cls(process)
+    async def launch(cls, log_path: Path) -> LoadGen:
+        piped = await PipedProcess.start("the load generator", ["-m", "bench.latency", "--loadgen"], log_path)
+        return cls(piped._process, piped.name)
 
-    @property
-    def pid(self) -> int:
-        return self._process.pid
-
-    async def send(self, command: dict[str, Any]) -> None:
-        assert self._process.stdin is not None
-        self._process.stdin.write(orjson.dumps(command) + b"\n")
-        await asyncio.wait_for(self._process.stdin.drain(), 5)
-
-    async def receive(self, within: float) -> list[list[Any]]:
-        assert self._process.stdout is not None
-        line = await asyncio.wait_for(self._process.stdout.readline(), within)
-        if not line:
-            raise RuntimeError(f"the load generator exited (code {self._process.returncode})")
-        return orjson.loads(line)["results"]
+    async def results(self, within: float) -> list[list[Any]]:
+        return (await self.receive(within))["results"]
 
     async def run(self, url: str, n: int, body: dict[str, Any], expected: int) -> list[list[Any]]:
         """``n`` streams started at once: ``[ttft, completion, error]`` of each."""
         await self.send({"url": url, "n": n, "body": body, "expected": expected})
-        return await self.receive(STREAM_TIMEOUT + 10)
-
-    async def stop(self) -> None:
-        process = self._process
-        if process.returncode is not None:
-            return
-        if process.stdin is not None:
-            process.stdin.close()
-        try:
-            await asyncio.wait_for(process.wait(), 5)
-        except TimeoutError:
-            process.kill()
-            await asyncio.wait_for(process.wait(), 5)
+        return await self.results(STREAM_TIMEOUT + 10)
 
 
 # --- processes --------------------------------------------------------------------------------------------
@@ -425,7 +377,7 @@ async def steady_phase(
         await asyncio.sleep(max(0.0, t0 + plan.steady_seconds - time.monotonic()))
         phase.add_cpu(target, before, phase.cpu_snapshot(pids), time.perf_counter() - began)
         # the measured streams' ends, then the clients' last streams: each at most STREAM_TIMEOUT
-        results = await loadgen.receive(2 * STREAM_TIMEOUT + 10)
+        results = await loadgen.results(2 * STREAM_TIMEOUT + 10)
         getattr(phase, target).add([result[1:] for result in results])
         log(f"{phase.label} streams, {target}: {len(results)} measured in {plan.steady_seconds:g} s")
     return phase
@@ -750,7 +702,7 @@ async def run(plan: Plan, redis_url: str | None) -> str:
             env = gateway_env(redis.url, prefix, upstream_url, api_port)
             api = processes.spawn("api", ["-m", "shared.cli", "api"], env)
             worker = processes.spawn("worker", ["-m", "shared.cli", "worker"], env)
-            loadgen = await LoadGen.start(logdir / "loadgen.log")
+            loadgen = await LoadGen.launch(logdir / "loadgen.log")
             log(f"started upstream, API, worker, load generator (logs in {logdir})")
             await wait_for_http(f"{upstream_url}/models", "the fake upstream", processes)
             # /readyz counts announced workers, and a worker announces itself once it can take

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -47,6 +48,15 @@ def rss_kib(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def raise_open_files_limit() -> None:
+    """As many open files as the hard limit allows (thousands of connections), for this process and the
+    ones it starts."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def process_name(pid: int) -> str:
