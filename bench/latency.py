@@ -64,6 +64,7 @@ from bench.processes import (
     wait_for_workers,
 )
 from bench.stats import ms, percentile
+from bench.targets import chat_body
 from shared.keys import RedisKeys
 from shared.local import free_port
 
@@ -306,16 +307,6 @@ class StreamPhase:
         for name in before:
             self.cpu[target][name] += after[name] - before[name]
         self.wall[target] += wall
-
-
-def chat_body(**extra: Any) -> dict[str, Any]:
-    return {
-        "model": "bench-model",
-        "messages": [{"role": "user", "content": "Say something long."}],
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        **extra,
-    }
 
 
 async def stream_phase(
@@ -751,8 +742,7 @@ async def run(plan: Plan, redis_url: str | None) -> str:
             return report(plan, phases, pickups, time.monotonic() - began)
     finally:
         if failed:
-            for name in processes.running:
-                log(f"--- last lines of {name}.log\n{processes.tail(name)}")
+            processes.log_tails()
         if loadgen is not None:
             with contextlib.suppress(Exception):
                 await loadgen.stop()

@@ -83,5 +83,5 @@ async def commands() -> AsyncIterator[dict[str, Any]]:
 
 def answer(message: dict[str, Any]) -> None:
     """In the child: one answer on stdout."""
-    sys.stdout.buffer.write(orjson.dumps(message) + b"\n")
+    sys.stdout.buffer.write(orjson.dumps(message, option=orjson.OPT_NON_STR_KEYS) + b"\n")
     sys.stdout.buffer.flush()

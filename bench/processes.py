@@ -95,10 +95,15 @@ class Processes:
         except OSError:
             return ""
 
+    def log_tails(self) -> None:
+        """The last lines of every log in ``logdir`` (the processes', and the load generators'), on stderr."""
+        for path in sorted(self.logdir.glob("*.log")):
+            log(f"--- last lines of {path.name}\n{self.tail(path.stem)}")
+
     def stop(self, names: Sequence[str] | None = None) -> None:
         """SIGTERM to the named processes (all by default), SIGKILL to those still running after
         STOP_TIMEOUT; they are forgotten."""
-        chosen = {name: self.running[name] for name in (names or list(self.running)) if name in self.running}
+        chosen = {name: self.running[name] for name in (list(self.running) if names is None else names) if name in self.running}
         for process in chosen.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
