@@ -16,6 +16,7 @@ def plot(document: dict[str, Any], path: Path) -> Path:
     results = document["results"]
     direct = {r["concurrency"]: r for r in results if r["run"] == "direct"}
     figure, (latency, throughput) = plt.subplots(1, 2, figsize=(12, 4.8))
+    lowest = 0.0
     for run in document["runs"]:
         mine = sorted((r for r in results if r["run"] == run), key=lambda r: r["concurrency"])
         if not mine:
@@ -28,9 +29,11 @@ def plot(document: dict[str, Any], path: Path) -> Path:
             for r in mine
         ]
         latency.plot(levels, added, marker="o", label=run)
+        lowest = min(lowest, *(value for value in added if not math.isnan(value)))
         throughput.plot(levels, [r["chunks_per_s"] for r in mine], marker="o", label=run)
     latency.set_xscale("log")
     latency.set_yscale("symlog", linthresh=10)
+    latency.set_ylim(bottom=lowest * 1.2)
     latency.set_xlabel("concurrent streams")
     latency.set_ylabel("added TTFT p50 (ms, symlog)")
     latency.set_title("Time to first chunk added over the direct upstream")

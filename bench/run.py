@@ -54,7 +54,7 @@ from bench.targets import RUNS, Deployments, Target, Upstream, chat_body
 from shared.local import free_port
 
 RSS_INTERVAL = 0.1
-SETTLE = 0.5  # seconds between phases
+SETTLE = 0.3  # seconds between phases
 START_DELAY = 0.2  # from sending a phase to its first client's start
 
 
@@ -69,8 +69,8 @@ class Plan:
     clients_per_loadgen: int = 500
 
 
-FULL = Plan(concurrency=(1, 10, 100, 500, 1000), seconds=10.0, chunks=100, stream_timeout=60.0)
-QUICK = Plan(concurrency=(1, 10, 100), seconds=1.5, chunks=20, stream_timeout=15.0)
+FULL = Plan(concurrency=(1, 10, 100, 500, 1000), seconds=10.0, chunks=100, stream_timeout=30.0)
+QUICK = Plan(concurrency=(1, 10, 100), seconds=1.0, chunks=20, stream_timeout=10.0)
 
 
 class Sampler:
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="concurrency 1,10,100, short phases, 20 chunks")
     parser.add_argument("--concurrency", help="comma-separated concurrency levels (default 1,10,100,500,1000)")
     parser.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated, of {', '.join(RUNS)}")
-    parser.add_argument("--seconds", type=float, help="measured seconds per phase (default 10; --quick 1.5)")
+    parser.add_argument("--seconds", type=float, help="measured seconds per phase (default 10; --quick 1)")
     parser.add_argument("--out", type=Path, help="where results go (default bench/results/<UTC time>/)")
     parser.add_argument("--litellm-python", help="a Python with litellm[proxy] (default .bench/litellm-venv)")
     args = parser.parse_args(argv)
