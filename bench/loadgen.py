@@ -194,8 +194,9 @@ class Phase:
 
 
 async def run_phase(phase: Phase) -> dict[str, Any]:
-    """``{"streams": [[start - t0, ttft, completion, chunks, error], ...] (measured ones), "gaps": {bucket:
-    count}, "window": {"chunks", "completed"}}``."""
+    """``{"streams": [[start - t0, ttft, completion, chunks, error, measured], ...] (every stream of the
+    phase, warm-up and the clients' last ones included), "gaps": {bucket: count} (measured streams),
+    "window": {"chunks", "completed"}}``."""
     loop = asyncio.get_running_loop()
     request = http_request(phase.host, phase.port, phase.path, phase.body)
     counters = Counters()
@@ -232,9 +233,8 @@ async def run_phase(phase: Phase) -> dict[str, Any]:
                     in_flight -= measured
                 if stream.error is None and stream.events < phase.min_events:
                     stream.error = f"{stream.events} chunks, expected at least {phase.min_events}"
-                if measured:
-                    figures = [start - phase.t0, stream.ttft, stream.completion, stream.events, stream.error]
-                    results.append(figures)
+                figures = [start - phase.t0, stream.ttft, stream.completion, stream.events, stream.error, measured]
+                results.append(figures)
                 if stream.error is not None:
                     await asyncio.sleep(ERROR_PAUSE)  # no tight loop of failing requests
         finally:

@@ -43,14 +43,18 @@ def summarize(
     idle_rss: dict[str, int],
     peak_rss: dict[str, int],
     gateway_peak: int,
+    gateway_start: int,
     shards: int,
 ) -> dict[str, Any]:
     """One phase: its streams' figures (the measured ones: started in the window), throughput in the window,
-    CPU seconds per role over the window, and memory (KiB) per role before and during the phase."""
-    streams = raw["streams"]
+    CPU seconds per role over the window, and memory (KiB) per role before and during the phase;
+    ``gateway_start``: the gateway's memory before the run's first phase."""
+    every = raw["streams"]
+    streams = [stream for stream in every if stream[5]]  # the measured ones
     good = [stream for stream in streams if stream[4] is None]
     ttft = [stream[1] for stream in good]
     completion = [stream[2] for stream in good]
+    slowest = max((stream[2] for stream in every if stream[4] is None), default=math.nan)
     gaps = {int(bucket): count for bucket, count in raw["gaps"].items()}
     chunks = raw["window"]["chunks"]
     gateway_idle = sum(idle_rss[role] for role in target.gateway_roles)
@@ -63,7 +67,9 @@ def summarize(
         "load_generators": shards,
         "streams": len(streams),
         "errors": len(streams) - len(good),
-        "error_kinds": dict(Counter(stream[4] for stream in streams if stream[4] is not None)),
+        "all_streams": len(every),
+        "all_errors": sum(stream[4] is not None for stream in every),
+        "error_kinds": dict(Counter(stream[4] for stream in every if stream[4] is not None)),
         "ttft": {"p50": percentile(ttft, 50), "p99": percentile(ttft, 99)},
         "gap": {p: histogram_percentile(gaps, GAP_BUCKET, q) for p, q in (("p50", 50), ("p99", 99))},
         "completion": {
@@ -74,6 +80,7 @@ def summarize(
         "slowdown": {
             "p99": percentile(completion, 99) / nominal,
             "max": max(completion, default=math.nan) / nominal,
+            "max_all": slowest / nominal,
         },
         "streams_per_s": raw["window"]["completed"] / seconds,
         "chunks_per_s": chunks / seconds,
@@ -84,7 +91,11 @@ def summarize(
         "rss_peak_kib": peak_rss,
         "gateway_rss_idle_kib": gateway_idle,
         "gateway_rss_peak_kib": gateway_peak,
+        "gateway_rss_start_kib": gateway_start,
         "rss_per_stream_kib": (gateway_peak - gateway_idle) / concurrency if target.gateway_roles else math.nan,
+        "rss_per_stream_from_start_kib": (gateway_peak - gateway_start) / concurrency
+        if target.gateway_roles
+        else math.nan,
     }
 
 
@@ -161,26 +172,33 @@ def tables(document: dict[str, Any]) -> str:
         "",
         "### Latency",
         "",
-        "Gap: the time between two chunks of a stream as the client reads them (chunks in the same read: 0). "
-        "Slowdown: a stream's completion time over its nominal duration (p99 and max).",
+        "Streams, errors: the measured ones (started in the window), and in brackets all the phase's streams "
+        "(warm-up and the clients' last streams after the window included; a stream not done after "
+        f"{plan['stream_timeout']:g} s is an error, `timeout`). TTFT, gap and completion: measured streams "
+        "without error. Gap: the time between two chunks of a stream as the client reads them (chunks in the "
+        "same read: 0). Slowdown: a stream's completion time over its nominal duration; p99 and max of the "
+        "measured streams, and max of all the phase's streams that completed.",
         "",
         "| N | run | streams | errors | TTFT p50 | TTFT p99 | added TTFT p50 | added TTFT p99 | gap p50 "
-        "| gap p99 | added gap p50 | added gap p99 | completion p50 | slowdown p99 | slowdown max |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| gap p99 | added gap p50 | added gap p99 | completion p50 | slowdown p99 | slowdown max "
+        "| slowdown max, all |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c, run in rows:
         r, direct = found[(run, c)], found.get(("direct", c))
         bold = "**" if run != "direct" else ""
         lines.append(
-            f"| {c} | {run} | {r['streams']} | {r['errors']} | {ms(r['ttft']['p50'])} | {ms(r['ttft']['p99'])} "
+            f"| {c} | {run} | {r['streams']} ({r['all_streams']}) | {r['errors']} ({r['all_errors']}) "
+            f"| {ms(r['ttft']['p50'])} | {ms(r['ttft']['p99'])} "
             f"| {bold}{ms(added(r, direct, 'ttft', 'p50'), True)}{bold} | {ms(added(r, direct, 'ttft', 'p99'), True)} "
             f"| {ms(r['gap']['p50'])} | {ms(r['gap']['p99'])} | {ms(added(r, direct, 'gap', 'p50'), True)} "
             f"| {ms(added(r, direct, 'gap', 'p99'), True)} | {ms(r['completion']['p50'])} "
-            f"| {_number(r['slowdown']['p99'], 2)}x | {_number(r['slowdown']['max'], 2)}x |"
+            f"| {_number(r['slowdown']['p99'], 2)}x | {_number(r['slowdown']['max'], 2)}x "
+            f"| {_number(r['slowdown']['max_all'], 2)}x |"
         )
     errors = [(r["run"], r["concurrency"], r["error_kinds"]) for r in document["results"] if r["error_kinds"]]
     if errors:
-        lines += ["", "Errors: " + "; ".join(f"{run} at {c}: {kinds}" for run, c, kinds in errors) + "."]
+        lines += ["", "Errors (all streams): " + "; ".join(f"{run} at {c}: {kinds}" for run, c, kinds in errors)]
     present = [role for role in CPU_ROLES if any(role in r["cpu_seconds"] for r in document["results"])]
     lines += [
         "",
@@ -209,13 +227,15 @@ def tables(document: dict[str, Any]) -> str:
         "",
         "### Memory",
         "",
-        "Resident memory (VmRSS, MiB): just before the phase (idle) and its peak during the phase, sampled "
-        "every 100 ms. Per stream: (peak - idle) of the gateway's processes together (aibridge: API + "
-        "worker(s); LiteLLM: its process), summed at each sample, divided by N, in KiB.",
+        "Resident memory (VmRSS, MiB): the gateway's processes together (aibridge: API + worker(s); "
+        "LiteLLM: its process), summed at each sample, at the run's start (before its first phase), just "
+        "before the phase (idle) and at its peak during the phase, sampled every 100 ms. Per stream, in KiB: "
+        "(peak - idle before the phase) / N, and (peak - at the run's start) / N, which also counts what "
+        "earlier phases left allocated (meaningful from N = 100 up: at 1 and 10 it is a few pages' noise).",
         "",
-        "| N | run | gateway idle | gateway peak | per stream (KiB) | API peak | worker(s) peak | LiteLLM peak "
-        "| MCP server peak | fake upstream peak | load generator(s) peak |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| N | run | gateway at start | idle | peak | per stream | per stream, from start | API peak "
+        "| worker(s) peak | LiteLLM peak | MCP server peak | fake upstream peak | load generator(s) peak |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c, run in rows:
         r = found[(run, c)]
@@ -226,8 +246,9 @@ def tables(document: dict[str, Any]) -> str:
 
         gateway = run != "direct"
         lines.append(
-            f"| {c} | {run} | {r['gateway_rss_idle_kib'] / 1024:.0f} | {r['gateway_rss_peak_kib'] / 1024:.0f} "
-            f"| {_number(r['rss_per_stream_kib'], 1) if gateway else '—'} | {mib('api')} | {mib('workers')} "
+            f"| {c} | {run} | {r['gateway_rss_start_kib'] / 1024:.0f} | {r['gateway_rss_idle_kib'] / 1024:.0f} "
+            f"| {r['gateway_rss_peak_kib'] / 1024:.0f} | {_number(r['rss_per_stream_kib'], 1) if gateway else '—'} "
+            f"| {_number(r['rss_per_stream_from_start_kib'], 1) if gateway else '—'} | {mib('api')} | {mib('workers')} "
             f"| {mib('litellm')} | {mib('mcp server')} | {mib('upstream')} | {mib('load generator')} |"
         )
     lines += ["", *target_lines(document, found, concurrencies)]
@@ -256,11 +277,12 @@ def target_lines(
     for run in AIBRIDGE_RUNS:
         r = found.get((run, top))
         if r is not None:
-            ok = r["errors"] == 0 and r["slowdown"]["max"] <= TARGET_SLOWDOWN
+            slowest = r["slowdown"]["max_all"]
+            ok = r["all_errors"] == 0 and not math.isnan(slowest) and slowest <= TARGET_SLOWDOWN
             lines.append(
-                f"| no errors, no stream slower than {TARGET_SLOWDOWN:g}x nominal | {run} | {top} "
-                f"| {r['errors']} errors, slowdown p99 {_number(r['slowdown']['p99'], 2)}x, "
-                f"max {_number(r['slowdown']['max'], 2)}x | {_verdict(ok)} |"
+                f"| no errors, no stream slower than {TARGET_SLOWDOWN:g}x nominal (all streams) | {run} | {top} "
+                f"| {r['all_errors']} errors in {r['all_streams']} streams, slowdown p99 (measured) "
+                f"{_number(r['slowdown']['p99'], 2)}x, max {_number(slowest, 2)}x | {_verdict(ok)} |"
             )
     for c in concurrencies:
         litellm = found.get(("litellm", c))
@@ -279,9 +301,10 @@ def target_lines(
     for run in AIBRIDGE_RUNS:
         r = found.get((run, top))
         if r is not None:
-            value = r["rss_per_stream_kib"]
+            value, from_start = r["rss_per_stream_kib"], r["rss_per_stream_from_start_kib"]
             lines.append(
                 f"| under {TARGET_RSS_PER_STREAM_KIB:g} KiB RSS per concurrent stream (API + worker(s)) | {run} "
-                f"| {top} | {_number(value, 1)} KiB | {_verdict(value < TARGET_RSS_PER_STREAM_KIB)} |"
+                f"| {top} | {_number(value, 1)} KiB over the idle before the phase, {_number(from_start, 1)} KiB "
+                f"over the run's start | {_verdict(value < TARGET_RSS_PER_STREAM_KIB)} |"
             )
     return lines

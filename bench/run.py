@@ -105,9 +105,15 @@ class Sampler:
 
 
 async def measure(
-    target: Target, concurrency: int, plan: Plan, loadgen: LoadGen, common: dict[str, list[int]]
+    target: Target,
+    concurrency: int,
+    plan: Plan,
+    loadgen: LoadGen,
+    common: dict[str, list[int]],
+    gateway_start: int,
 ) -> dict[str, Any]:
-    """One phase of ``concurrency`` closed-loop clients against ``target``; its summary."""
+    """One phase of ``concurrency`` closed-loop clients against ``target``; its summary (``gateway_start``:
+    the gateway's memory before the run's first phase, KiB)."""
     await asyncio.sleep(SETTLE)
     roles = {**common, **target.roles}
     sampler = Sampler(roles, target.gateway_roles)
@@ -150,6 +156,7 @@ async def measure(
         idle_rss=idle,
         peak_rss=sampler.peak,
         gateway_peak=sampler.gateway_peak,
+        gateway_start=gateway_start,
         shards=len(shards),
     )
 
@@ -195,11 +202,13 @@ async def run(plan: Plan, runs: list[str], litellm_python: str | None) -> dict[s
                 try:
                     notes.update(target.notes)
                     await deployments.warm_up(target)
+                    gateway_start = sum(rss_kib(pid) for role in target.gateway_roles for pid in target.roles[role])
                     for concurrency in plan.concurrency:
-                        summary = await measure(target, concurrency, plan, loadgen, common)
+                        summary = await measure(target, concurrency, plan, loadgen, common, gateway_start)
                         results.append(summary)
                         log(
-                            f"{name} at {concurrency}: {summary['streams']} streams, {summary['errors']} errors, "
+                            f"{name} at {concurrency}: {summary['streams']} streams measured, "
+                            f"{summary['all_errors']} errors in all {summary['all_streams']}, "
                             f"TTFT p50 {summary['ttft']['p50'] * 1000:.1f} ms, "
                             f"{summary['chunks_per_s']:.0f} chunks/s"
                         )
