@@ -136,6 +136,10 @@ def _number(value: float, digits: int = 0) -> str:
     return "n/a" if math.isnan(value) else f"{value:,.{digits}f}"
 
 
+def _ratio(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.2f}x"
+
+
 def _verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "**not met**")
 
@@ -148,7 +152,7 @@ def tables(document: dict[str, Any]) -> str:
     stream_ms = (plan["ttft"] + (plan["chunks"] - 1) * plan["delay"]) * 1000
     m = document["machine"]
     lines = [
-        f"## Results ({document['started']}, commit `{document['commit']}`, {document['elapsed']:.0f} s)",
+        f"### Results ({document['started']}, commit `{document['commit']}`, {document['elapsed']:.0f} s)",
         "",
         f"Machine: {m['cpus']} CPUs ({m['cpu_model']}), memory `{m['memory']}`, kernel {m['kernel']}, "
         f"Python {m['python']}; load average before the run {m['load_average'][0]:.2f}.",
@@ -159,8 +163,9 @@ def tables(document: dict[str, Any]) -> str:
         f"one stream, {plan['seconds']:g} s measured after that warm-up. Times in ms; p99 is nearest-rank. "
         "*Added*: the run's percentile minus the direct run's at the same concurrency, in this run. "
         "aibridge-mcp's streams include one extra upstream round (a tool call, "
-        f"{(plan['ttft'] + 2 * plan['delay']) * 1000:.0f} ms nominal) and the MCP call before the answer, "
-        "so its added TTFT and its nominal duration include them.",
+        f"{(plan['ttft'] + 2 * plan['delay']) * 1000:.0f} ms nominal) and the MCP call before the answer: "
+        "its nominal duration includes the round, and its TTFT is the time to the first `data:` event the "
+        "client gets, which is the tool round's usage chunk (relayed by the worker), not the answer's.",
         "",
         "Runs: " + "; ".join(f"**{run}**: {DESCRIPTIONS[run]}" for run in runs) + ".",
     ]
@@ -170,7 +175,7 @@ def tables(document: dict[str, Any]) -> str:
         lines.append(f"LiteLLM {version}.")
     lines += [
         "",
-        "### Latency",
+        "#### Latency",
         "",
         "Streams, errors: the measured ones (started in the window), and in brackets all the phase's streams "
         "(warm-up and the clients' last streams after the window included; a stream not done after "
@@ -193,8 +198,7 @@ def tables(document: dict[str, Any]) -> str:
             f"| {bold}{ms(added(r, direct, 'ttft', 'p50'), True)}{bold} | {ms(added(r, direct, 'ttft', 'p99'), True)} "
             f"| {ms(r['gap']['p50'])} | {ms(r['gap']['p99'])} | {ms(added(r, direct, 'gap', 'p50'), True)} "
             f"| {ms(added(r, direct, 'gap', 'p99'), True)} | {ms(r['completion']['p50'])} "
-            f"| {_number(r['slowdown']['p99'], 2)}x | {_number(r['slowdown']['max'], 2)}x "
-            f"| {_number(r['slowdown']['max_all'], 2)}x |"
+            f"| {_ratio(r['slowdown']['p99'])} | {_ratio(r['slowdown']['max'])} | {_ratio(r['slowdown']['max_all'])} |"
         )
     errors = [(r["run"], r["concurrency"], r["error_kinds"]) for r in document["results"] if r["error_kinds"]]
     if errors:
@@ -202,7 +206,7 @@ def tables(document: dict[str, Any]) -> str:
     present = [role for role in CPU_ROLES if any(role in r["cpu_seconds"] for r in document["results"])]
     lines += [
         "",
-        "### Throughput and CPU",
+        "#### Throughput and CPU",
         "",
         "Completed streams and chunks (data events, `[DONE]` not counted) received by the clients inside the "
         "measured window, per second. CPU: seconds of CPU (user + system, /proc, 10 ms ticks) each process "
@@ -225,7 +229,7 @@ def tables(document: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "### Memory",
+        "#### Memory",
         "",
         "Resident memory (VmRSS, MiB): the gateway's processes together (aibridge: API + worker(s); "
         "LiteLLM: its process), summed at each sample, at the run's start (before its first phase), just "
@@ -260,7 +264,7 @@ def target_lines(
 ) -> list[str]:
     top = max(concurrencies)
     lines = [
-        "### Targets",
+        "#### Targets",
         "",
         "| target | run | N | figure | |",
         "|---|---|---:|---|---|",
@@ -282,7 +286,7 @@ def target_lines(
             lines.append(
                 f"| no errors, no stream slower than {TARGET_SLOWDOWN:g}x nominal (all streams) | {run} | {top} "
                 f"| {r['all_errors']} errors in {r['all_streams']} streams, slowdown p99 (measured) "
-                f"{_number(r['slowdown']['p99'], 2)}x, max {_number(slowest, 2)}x | {_verdict(ok)} |"
+                f"{_ratio(r['slowdown']['p99'])}, max {_ratio(slowest)} | {_verdict(ok)} |"
             )
     for c in concurrencies:
         litellm = found.get(("litellm", c))
