@@ -1,16 +1,25 @@
-"""A standalone fake OpenAI upstream for benchmarks: a real aiohttp server, run as its own process.
+"""A standalone fake OpenAI upstream for benchmarks: a real HTTP/1.1 server, run as its own process.
 
     python -m bench.fake_upstream --port 9000 --ttft 0.05 --delay 0.01 --chunks 100
 
 ``POST /v1/chat/completions`` with ``"stream": true`` answers with ``chunks`` chat.completion.chunk SSE
 events, the first after ``ttft`` seconds and the others ``delay`` seconds apart (on a fixed schedule, so the
-sleeps do not drift), then a usage chunk and ``data: [DONE]``. Without ``"stream": true`` it answers one
-chat.completion after ``ttft``. ``GET /v1/models`` lists one model.
+delays do not drift), then a usage chunk and ``data: [DONE]`` together with the last one. Without
+``"stream": true`` it answers one chat.completion after ``ttft``. ``GET /v1/models`` lists one model;
+``GET /bench/stats`` counts the streams and the tool-call answers served so far.
 
 A request may override the timing with the bench-only body fields ``bench_ttft``, ``bench_delay`` and
 ``bench_chunks`` (the gateway passes unknown fields through unchanged).
 
-The event bytes are encoded once per chunk count and reused, so the server spends its time writing.
+Tool mode: when a streamed request offers a function whose name starts with ``bmcp_`` (a tool the gateway
+injected) and its conversation has no ``role: tool`` message yet, the answer, after ``ttft``, is a call to
+that tool (``{"text": "bench"}`` as arguments) in three chunks ``delay`` apart, ending with
+``finish_reason: tool_calls``, a usage chunk and ``[DONE]``. The gateway runs the tool and calls again with
+its result, and then gets the normal answer.
+
+Built for tens of thousands of chunks a second from one process: a bare ``asyncio.Protocol`` on uvloop (no
+HTTP framework), every answer pre-encoded in HTTP chunked framing, and one timer per millisecond slot
+driving all the streams whose next write is due in it (not one timer per stream and chunk).
 """
 
 from __future__ import annotations
@@ -19,18 +28,29 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import math
 import signal
 import sys
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 import orjson
-from aiohttp import web
 
 CHUNK_ID = "chatcmpl-bench"
 MODEL = "bench-model"
 CREATED = 1753357673
 CHUNK_TEXT = "tok "
 PROMPT_TOKENS = 12
+TOOL_PREFIX = "bmcp_"
+TOOL_ARGUMENTS = '{"text": "bench"}'
+SLOT = 0.001  # seconds: writes due in the same slot go out from one timer callback (libuv's timer resolution)
+MAX_REQUEST = 1 << 22
+
+SSE_HEAD = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
+    b"Transfer-Encoding: chunked\r\n\r\n"
+)
+LAST_CHUNK = b"0\r\n\r\n"
 
 
 def _chunk(delta: dict[str, Any] | None, usage: dict[str, int] | None = None) -> dict[str, Any]:
@@ -55,10 +75,29 @@ def _usage(chunks: int) -> dict[str, int]:
     }
 
 
+def _event(body: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+def _framed(payload: bytes) -> bytes:
+    """One HTTP/1.1 chunk."""
+    return b"%x\r\n%b\r\n" % (len(payload), payload)
+
+
+def _writes(bodies: list[dict[str, Any]], usage: dict[str, int]) -> tuple[bytes, ...]:
+    """One framed write per content chunk; the last also carries the usage chunk, ``[DONE]`` and the end of
+    the chunked body."""
+    events = [_event(body) for body in bodies]
+    events[-1] += _event(_chunk(None, usage)) + b"data: [DONE]\n\n"
+    writes = [_framed(event) for event in events]
+    writes[-1] += LAST_CHUNK
+    return tuple(writes)
+
+
 @functools.lru_cache(maxsize=64)
-def stream_events(chunks: int) -> tuple[bytes, ...]:
-    """The SSE byte strings of one streamed answer: ``chunks`` content chunks, the usage chunk, ``[DONE]``."""
-    events = []
+def stream_writes(chunks: int) -> tuple[bytes, ...]:
+    """The writes of one streamed answer of ``chunks`` content chunks (see ``_writes``)."""
+    bodies = []
     for index in range(chunks):
         delta: dict[str, Any] = {"content": CHUNK_TEXT}
         if index == 0:
@@ -66,15 +105,26 @@ def stream_events(chunks: int) -> tuple[bytes, ...]:
         body = _chunk(delta)
         if index == chunks - 1:
             body["choices"][0]["finish_reason"] = "stop"
-        events.append(b"data: " + orjson.dumps(body) + b"\n\n")
-    events.append(b"data: " + orjson.dumps(_chunk(None, _usage(chunks))) + b"\n\n")
-    events.append(b"data: [DONE]\n\n")
-    return tuple(events)
+        bodies.append(body)
+    return _writes(bodies, _usage(chunks))
+
+
+@functools.lru_cache(maxsize=16)
+def tool_call_writes(tool: str) -> tuple[bytes, ...]:
+    """The writes of an answer that calls ``tool``: name, arguments, finish_reason tool_calls."""
+    call = {"index": 0, "id": "call_bench", "type": "function", "function": {"name": tool, "arguments": ""}}
+    bodies = [
+        _chunk({"role": "assistant", "content": None, "tool_calls": [call]}),
+        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": TOOL_ARGUMENTS}}]}),
+        _chunk({}),
+    ]
+    bodies[-1]["choices"][0]["finish_reason"] = "tool_calls"
+    return _writes(bodies, _usage(len(bodies)))
 
 
 @functools.lru_cache(maxsize=64)
-def completion_body(chunks: int) -> bytes:
-    return orjson.dumps(
+def completion_response(chunks: int) -> bytes:
+    body = orjson.dumps(
         {
             "id": CHUNK_ID,
             "object": "chat.completion",
@@ -91,12 +141,26 @@ def completion_body(chunks: int) -> bytes:
             "usage": _usage(chunks),
         }
     )
+    return json_response(200, body)
 
 
-MODELS_BODY = orjson.dumps(
-    {"object": "list", "data": [{"id": MODEL, "object": "model", "created": CREATED, "owned_by": "bench"}]}
+def json_response(status: int, body: bytes) -> bytes:
+    reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 411: "Length Required"}[status]
+    head = f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+MODELS_RESPONSE = json_response(
+    200,
+    orjson.dumps(
+        {"object": "list", "data": [{"id": MODEL, "object": "model", "created": CREATED, "owned_by": "bench"}]}
+    ),
 )
-SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+
+
+def error_response(status: int, message: str) -> bytes:
+    error = {"error": {"message": message, "type": "invalid_request_error", "code": None}}
+    return json_response(status, orjson.dumps(error))
 
 
 def _number(body: dict[str, Any], name: str, default: float) -> float:
@@ -104,73 +168,195 @@ def _number(body: dict[str, Any], name: str, default: float) -> float:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
 
 
+def offered_tool(body: dict[str, Any]) -> str | None:
+    """The first injected (``bmcp_``) function the request offers, unless its conversation already has a
+    tool result."""
+    messages = body.get("messages")
+    if isinstance(messages, list) and any(isinstance(m, dict) and m.get("role") == "tool" for m in messages):
+        return None
+    for tool in body.get("tools") or ():
+        name = tool.get("function", {}).get("name", "") if isinstance(tool, dict) else ""
+        if isinstance(name, str) and name.startswith(TOOL_PREFIX):
+            return name
+    return None
+
+
+@dataclass
+class Stream:
+    """One answer being written: ``writes[next]`` is due at ``start + delays[next]``."""
+
+    connection: UpstreamConnection
+    writes: tuple[bytes, ...]
+    start: float
+    ttft: float
+    delay: float
+    next: int = 0
+
+    def due(self) -> float:
+        return self.start + self.ttft + self.next * self.delay
+
+
+class Scheduler:
+    """Writes every stream's next chunk when it is due: streams due in the same ``SLOT`` share one timer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.slots: dict[int, list[Stream]] = {}
+        self.streams = 0
+        self.tool_calls = 0
+
+    def add(self, stream: Stream) -> None:
+        slot = math.ceil(stream.due() / SLOT)
+        due = self.slots.get(slot)
+        if due is None:
+            self.slots[slot] = [stream]
+            self.loop.call_at(slot * SLOT, self._fire, slot)
+        else:
+            due.append(stream)
+
+    def _fire(self, slot: int) -> None:
+        for stream in self.slots.pop(slot):
+            connection = stream.connection
+            if connection.transport is None:
+                continue  # the client left
+            connection.transport.write(stream.writes[stream.next])
+            stream.next += 1
+            if stream.next < len(stream.writes):
+                self.add(stream)
+            else:
+                connection.answered()
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One client connection: HTTP/1.1 requests with a Content-Length body, kept alive between them."""
+
+    def __init__(self, fake: FakeOpenAI) -> None:
+        self.fake = fake
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.busy = False  # an answer is being written
+        self.close_after = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if len(self.buffer) > MAX_REQUEST:
+            self.reply(error_response(400, "request too large"), close=True)
+        elif not self.busy:
+            self._next_request()
+
+    def _next_request(self) -> None:
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = self.buffer[:end].decode("latin-1").split("\r\n")
+        method, _, target = head[0].partition(" ")
+        path = target.partition(" ")[0]
+        headers = {}
+        for line in head[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        self.close_after = headers.get("connection", "").lower() == "close"
+        if method == "GET":
+            self.buffer = self.buffer[end + 4 :]
+            self._get(path)
+            return
+        if "content-length" not in headers:
+            self.reply(error_response(411, "Content-Length required"), close=True)
+            return
+        size = int(headers["content-length"])
+        if len(self.buffer) < end + 4 + size:
+            return  # the body is still coming
+        body, self.buffer = self.buffer[end + 4 : end + 4 + size], self.buffer[end + 4 + size :]
+        if path.split("?")[0] not in ("/v1/chat/completions", "/chat/completions"):
+            self.reply(error_response(404, f"no route {path}"))
+            return
+        self.fake.chat(self, body)
+
+    def _get(self, path: str) -> None:
+        if path.startswith("/bench/stats"):
+            stats = {"streams": self.fake.scheduler.streams, "tool_calls": self.fake.scheduler.tool_calls}
+            self.reply(json_response(200, orjson.dumps(stats)))
+        elif path.rstrip("/") in ("/v1/models", "/models"):
+            self.reply(MODELS_RESPONSE)
+        else:
+            self.reply(error_response(404, f"no route {path}"))
+
+    def reply(self, response: bytes, close: bool = False) -> None:
+        if self.transport is None:
+            return
+        self.transport.write(response)
+        self.close_after = self.close_after or close
+        self.answered()
+
+    def answered(self) -> None:
+        """The answer is written: take the next request on this connection, or close it."""
+        self.busy = False
+        if self.close_after and self.transport is not None:
+            self.transport.close()
+        elif self.buffer:
+            self._next_request()
+
+    def start(self, writes: tuple[bytes, ...], ttft: float, delay: float) -> None:
+        assert self.transport is not None
+        self.busy = True
+        self.transport.write(SSE_HEAD)
+        scheduler = self.fake.scheduler
+        scheduler.add(Stream(self, writes, scheduler.loop.time(), ttft, delay))
+
+
 class FakeOpenAI:
     def __init__(self, ttft: float, delay: float, chunks: int) -> None:
         self.ttft = ttft
         self.delay = delay
         self.chunks = chunks
-        stream_events(chunks)  # encode the default answer before the first request
-        completion_body(chunks)
+        self.scheduler = Scheduler(asyncio.get_running_loop())
+        stream_writes(chunks)  # encode the default answer before the first request
+        completion_response(chunks)
 
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", self.chat)
-        app.router.add_get("/v1/models", self.models)
-        return app
-
-    async def models(self, _: web.Request) -> web.Response:
-        return web.Response(body=MODELS_BODY, content_type="application/json")
-
-    async def chat(self, request: web.Request) -> web.StreamResponse:
+    def chat(self, connection: UpstreamConnection, raw: bytes) -> None:
         try:
-            body = orjson.loads(await request.read())
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             body = None
         if not isinstance(body, dict):
-            error = {"error": {"message": "invalid JSON", "type": "invalid_request_error", "code": None}}
-            return web.json_response(error, status=400, dumps=lambda v: orjson.dumps(v).decode())
+            connection.reply(error_response(400, "invalid JSON"))
+            return
         ttft = max(0.0, _number(body, "bench_ttft", self.ttft))
         delay = max(0.0, _number(body, "bench_delay", self.delay))
         chunks = max(1, min(100_000, int(_number(body, "bench_chunks", self.chunks))))
-        loop = asyncio.get_running_loop()
-        start = loop.time()
         if body.get("stream") is not True:
-            await asyncio.sleep(ttft)
-            return web.Response(body=completion_body(chunks), content_type="application/json")
-        response = web.StreamResponse(headers=SSE_HEADERS)
-        await response.prepare(request)
-        events = stream_events(chunks)
-        try:
-            for index, event in enumerate(events):
-                # content chunk i is due at ttft + i*delay; the usage chunk and [DONE] follow the last at once
-                due = start + ttft + min(index, chunks - 1) * delay
-                wait = due - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                await response.write(event)
-            await response.write_eof()
-        except ConnectionError:
-            pass  # the client left
-        return response
+            connection.busy = True
+            self.scheduler.loop.call_later(ttft, connection.reply, completion_response(chunks))
+            return
+        self.scheduler.streams += 1
+        tool = offered_tool(body)
+        if tool is not None:
+            self.scheduler.tool_calls += 1
+            connection.start(tool_call_writes(tool), ttft, delay)
+        else:
+            connection.start(stream_writes(chunks), ttft, delay)
 
 
-async def serve(host: str, port: int, fake: FakeOpenAI) -> None:
-    # a client that leaves cancels its handler; a stop does not wait long for streams in flight
-    runner = web.AppRunner(
-        fake.app(), handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
-    )
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
-    await site.start()
-    stop = asyncio.Event()
+async def serve(host: str, port: int, ttft: float, delay: float, chunks: int) -> None:
+    fake = FakeOpenAI(ttft, delay, chunks)
     loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: UpstreamConnection(fake), host, port, backlog=4096, reuse_address=True
+    )
+    stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     print(f"fake upstream listening on http://{host}:{port}/v1", flush=True)
     try:
         await stop.wait()
     finally:
-        await runner.cleanup()
+        server.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,13 +367,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delay", type=float, default=0.01, help="seconds between chunks")
     parser.add_argument("--chunks", type=int, default=100, help="content chunks per answer")
     args = parser.parse_args(argv)
-    fake = FakeOpenAI(args.ttft, args.delay, max(1, args.chunks))
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on every platform the bench runs on
-        asyncio.run(serve(args.host, args.port, fake))
-    else:
-        uvloop.run(serve(args.host, args.port, fake))
+    import uvloop
+
+    uvloop.run(serve(args.host, args.port, args.ttft, args.delay, max(1, args.chunks)))
     return 0
 
 

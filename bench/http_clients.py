@@ -37,7 +37,8 @@ import aiohttp
 import httpx2
 import orjson
 
-from bench.latency import log, percentile
+from bench.processes import log
+from bench.stats import percentile
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"

@@ -38,25 +38,35 @@ import os
 import platform
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, ClassVar
+from typing import Any, ClassVar
 
 import aiohttp
 import orjson
 
+from bench.pipe import PipedProcess, answer, commands
+from bench.processes import (
+    DEFAULT_REDIS_URL,
+    HOST,
+    Processes,
+    cpu_seconds,
+    gateway_env,
+    log,
+    redis_server,
+    stop_on_sigterm,
+    wait_for_http,
+    wait_for_workers,
+)
+from bench.stats import ms, percentile
+from bench.targets import chat_body
 from shared.keys import RedisKeys
-
-ROOT = Path(__file__).resolve().parent.parent
-HOST = "127.0.0.1"
-DEFAULT_REDIS_URL = f"redis://{HOST}:6379/0"
+from shared.local import free_port
 
 TARGET_ENQUEUE_TO_START_P50 = 0.005
 TARGET_ADDED_TTFT_P50 = 0.010
@@ -66,8 +76,6 @@ STEADY_CLIENTS = 50  # closed-loop clients of the steady phase
 BURST = 50  # jobs enqueued at once
 BUSY = 50  # jobs left running (waiting on the upstream) while others are timed
 STREAM_TIMEOUT = 30.0
-START_TIMEOUT = 30.0
-STOP_TIMEOUT = 10.0
 JOB_WAIT_TIMEOUT = 5.0
 
 
@@ -111,28 +119,6 @@ QUICK = Plan(
     sweep_jobs=5,
     deadline=60,
 )
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
-# --- statistics -------------------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0..100); NaN for no values."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-def ms(seconds: float, signed: bool = False) -> str:
-    if math.isnan(seconds):
-        return "n/a"
-    return f"{seconds * 1000:+.1f}" if signed else f"{seconds * 1000:.1f}"
 
 
 def verdict(value: float, target: float) -> str:
@@ -229,178 +215,38 @@ async def loadgen_main() -> None:
       error]``;
     * ``{"url", "body", "expected", "steady": {"clients", "t0", "spread", "warmup", "duration"}}``: closed-loop
       clients (see ``steady_streams``); results ``[start, ttft, completion, error]``."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 20)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(
         connector=connector, timeout=aiohttp.ClientTimeout(total=None)
     ) as session:
-        while line := await reader.readline():
-            command = orjson.loads(line)
+        async for command in commands():
             url, body, expected = command["url"], orjson.dumps(command["body"]), command["expected"]
             if "steady" in command:
                 results = await steady_streams(session, url, body, expected, **command["steady"])
             else:
                 tasks = [one_stream(session, url, body, expected) for _ in range(command["n"])]
                 results = await asyncio.gather(*tasks)
-            sys.stdout.buffer.write(orjson.dumps({"results": results}) + b"\n")
-            sys.stdout.buffer.flush()
+            answer({"results": results})
 
 
-def open_log(path: Path) -> BinaryIO:
-    return open(path, "wb")  # the caller closes it
-
-
-class LoadGen:
+class LoadGen(PipedProcess):
     """The parent's handle on the load-generator process."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self._process = process
-
     @classmethod
-    async def start(cls, log_path: Path) -> LoadGen:
-        with open_log(log_path) as stderr:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "bench.latency",
-                "--loadgen",
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=stderr,
-                cwd=ROOT,
-                limit=1 << 20,
-            )
-        return cls(process)
+    async def launch(cls, log_path: Path) -> LoadGen:
+        piped = await PipedProcess.start("the load generator", ["-m", "bench.latency", "--loadgen"], log_path)
+        return cls(piped._process, piped.name)
 
-    @property
-    def pid(self) -> int:
-        return self._process.pid
-
-    async def send(self, command: dict[str, Any]) -> None:
-        assert self._process.stdin is not None
-        self._process.stdin.write(orjson.dumps(command) + b"\n")
-        await asyncio.wait_for(self._process.stdin.drain(), 5)
-
-    async def receive(self, within: float) -> list[list[Any]]:
-        assert self._process.stdout is not None
-        line = await asyncio.wait_for(self._process.stdout.readline(), within)
-        if not line:
-            raise RuntimeError(f"the load generator exited (code {self._process.returncode})")
-        return orjson.loads(line)["results"]
+    async def results(self, within: float) -> list[list[Any]]:
+        return (await self.receive(within))["results"]
 
     async def run(self, url: str, n: int, body: dict[str, Any], expected: int) -> list[list[Any]]:
         """``n`` streams started at once: ``[ttft, completion, error]`` of each."""
         await self.send({"url": url, "n": n, "body": body, "expected": expected})
-        return await self.receive(STREAM_TIMEOUT + 10)
-
-    async def stop(self) -> None:
-        process = self._process
-        if process.returncode is not None:
-            return
-        if process.stdin is not None:
-            process.stdin.close()
-        try:
-            await asyncio.wait_for(process.wait(), 5)
-        except TimeoutError:
-            process.kill()
-            await asyncio.wait_for(process.wait(), 5)
+        return await self.results(STREAM_TIMEOUT + 10)
 
 
 # --- processes --------------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time a process has used (Linux /proc; 0 where unavailable)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return 0.0
-    fields = stat[stat.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def process_name(pid: int) -> str:
-    """The command name of a process (Linux /proc; empty where unavailable)."""
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
-
-
-class Processes:
-    """Subprocesses with their output in log files; all stopped by ``stop_all``."""
-
-    def __init__(self, logdir: Path) -> None:
-        self.logdir = logdir
-        self.running: dict[str, subprocess.Popen[bytes]] = {}
-
-    def spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-        with open(self.logdir / f"{name}.log", "wb") as output:
-            process = subprocess.Popen(
-                [sys.executable, *args], env=env, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT
-            )
-        self.running[name] = process
-        return process
-
-    def check(self) -> None:
-        for name, process in self.running.items():
-            if process.poll() is not None:
-                raise RuntimeError(f"{name} exited with code {process.returncode}:\n{self.tail(name)}")
-
-    def tail(self, name: str, size: int = 3000) -> str:
-        try:
-            return (self.logdir / f"{name}.log").read_text(errors="replace")[-size:]
-        except OSError:
-            return ""
-
-    def stop_all(self) -> None:
-        for process in self.running.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT
-        for name, process in self.running.items():
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log(f"{name} did not stop on SIGTERM; killing it")
-                process.kill()
-                process.wait(5)
-
-
-async def wait_until(check: Callable[[], Awaitable[bool]], what: str, processes: Processes) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while True:
-        processes.check()
-        with contextlib.suppress(Exception):
-            if await check():
-                return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"gave up waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-def gateway_env(redis_url: str, prefix: str, upstream_url: str, port: int, **extra: str) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith("AIBRIDGE_")}
-    env.update(
-        AIBRIDGE_REDIS_URL=redis_url,
-        AIBRIDGE_KEY_PREFIX=prefix,
-        AIBRIDGE_OPENAI_BASE_URL=upstream_url,
-        AIBRIDGE_OPENAI_API_KEY="sk-bench",
-        AIBRIDGE_HOST=HOST,
-        AIBRIDGE_PORT=str(port),
-        **extra,
-    )
-    return env
 
 
 # --- measurements -----------------------------------------------------------------------------------------
@@ -463,16 +309,6 @@ class StreamPhase:
         self.wall[target] += wall
 
 
-def chat_body(**extra: Any) -> dict[str, Any]:
-    return {
-        "model": "bench-model",
-        "messages": [{"role": "user", "content": "Say something long."}],
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        **extra,
-    }
-
-
 async def stream_phase(
     loadgen: LoadGen,
     urls: dict[str, str],
@@ -532,7 +368,7 @@ async def steady_phase(
         await asyncio.sleep(max(0.0, t0 + plan.steady_seconds - time.monotonic()))
         phase.add_cpu(target, before, phase.cpu_snapshot(pids), time.perf_counter() - began)
         # the measured streams' ends, then the clients' last streams: each at most STREAM_TIMEOUT
-        results = await loadgen.receive(2 * STREAM_TIMEOUT + 10)
+        results = await loadgen.results(2 * STREAM_TIMEOUT + 10)
         getattr(phase, target).add([result[1:] for result in results])
         log(f"{phase.label} streams, {target}: {len(results)} measured in {plan.steady_seconds:g} s")
     return phase
@@ -687,24 +523,6 @@ class Enqueuer:
             await self.redis.delete(*(self.keys.stream(i) for i in waiting))
 
 
-async def delete_prefixed(redis_url: str, prefixes: Sequence[str]) -> None:
-    """Delete the run's keys, and arq's (unprefixed) keys of any job still on the run's queues."""
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(redis_url)
-    try:
-        for prefix in prefixes:
-            job_ids = await client.zrange(f"{prefix}queue", 0, -1)
-            arq_keys = [
-                f"arq:{kind}:".encode() + i for i in job_ids for kind in ("job", "retry", "in-progress")
-            ]
-            keys = [key async for key in client.scan_iter(match=f"{prefix}*", count=1000)]
-            if keys or arq_keys:
-                await client.delete(*keys, *arq_keys)
-    finally:
-        await client.aclose()
-
-
 # --- report -----------------------------------------------------------------------------------------------
 
 
@@ -848,62 +666,19 @@ def report(plan: Plan, phases: list[StreamPhase], pickups: list[PickupRun], elap
     return "\n".join(lines)
 
 
-async def redis_answers(url: str) -> bool:
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
-    try:
-        return bool(await client.ping())
-    except Exception:
-        return False
-    finally:
-        await client.aclose()
-
-
-async def redis_pid(redis_url: str, own_redis: subprocess.Popen[bytes] | None) -> list[int]:
-    """The Redis server's process, if it runs on this machine (for its CPU time)."""
-    if own_redis is not None:
-        return [own_redis.pid]
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(redis_url)
-    try:
-        pid = int((await client.info("server"))["process_id"])
-    finally:
-        await client.aclose()
-    if "redis" in process_name(pid):
-        return [pid]
-    log("the Redis server's process is not visible here: its CPU time is not counted")
-    return []
-
-
 async def run(plan: Plan, redis_url: str | None) -> str:
     from shared.config import Settings
-    from shared.local import find_redis_server, start_redis
 
     began = time.monotonic()
     logdir = Path(tempfile.mkdtemp(prefix="aibridge-bench-"))
     processes = Processes(logdir)
-    own_redis: subprocess.Popen[bytes] | None = None
     loadgen: LoadGen | None = None
     prefix = f"bench-{uuid.uuid4().hex[:8]}:"
     idle_poll: float = Settings.model_fields["worker_idle_poll"].default  # the workers run with it
     failed = True
-    main_task = asyncio.current_task()
-    if main_task is not None:  # a SIGTERM stops the run through the finally blocks below
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
+    stop_on_sigterm()
     try:
-        async with asyncio.timeout(plan.deadline):
-            if redis_url is None:
-                redis_url = DEFAULT_REDIS_URL
-                if not await redis_answers(redis_url):
-                    found = find_redis_server()
-                    if found is None:
-                        raise RuntimeError("no Redis answers and no redis-server binary was found")
-                    port = free_port()
-                    log(f"no Redis at {DEFAULT_REDIS_URL}; starting {found[0]} on port {port}")
-                    own_redis = start_redis(found[0], port, str(logdir))
-                    redis_url = f"redis://{HOST}:{port}/0"
+        async with asyncio.timeout(plan.deadline), redis_server(redis_url, logdir, [prefix]) as redis:
             upstream_port, api_port = free_port(), free_port()
             upstream_url = f"http://{HOST}:{upstream_port}/v1"
             api_url = f"http://{HOST}:{api_port}"
@@ -915,33 +690,15 @@ async def run(plan: Plan, redis_url: str | None) -> str:
                     *("--chunks", str(plan.chunks)),
                 ],
             )
-            env = gateway_env(redis_url, prefix, upstream_url, api_port)
+            env = gateway_env(redis.url, prefix, upstream_url, api_port)
             api = processes.spawn("api", ["-m", "shared.cli", "api"], env)
             worker = processes.spawn("worker", ["-m", "shared.cli", "worker"], env)
-            loadgen = await LoadGen.start(logdir / "loadgen.log")
+            loadgen = await LoadGen.launch(logdir / "loadgen.log")
             log(f"started upstream, API, worker, load generator (logs in {logdir})")
-
-            from redis.asyncio import Redis
-
-            http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
-            try:
-
-                async def status(url: str) -> int:
-                    async with http.get(url) as response:
-                        return response.status
-
-                async def upstream_up() -> bool:
-                    return await status(f"{upstream_url}/models") == 200
-
-                async def api_ready() -> bool:
-                    return await status(f"{api_url}/readyz") == 200
-
-                await wait_until(upstream_up, "the fake upstream", processes)
-                # /readyz counts announced workers, and a worker announces itself once it can take
-                # cancellations (subscribed to the control channel)
-                await wait_until(api_ready, "the API's /readyz", processes)
-            finally:
-                await http.close()
+            await wait_for_http(f"{upstream_url}/models", "the fake upstream", processes)
+            # /readyz counts announced workers, and a worker announces itself once it can take
+            # cancellations (subscribed to the control channel)
+            await wait_for_http(f"{api_url}/readyz", "the API's /readyz", processes)
             log(f"ready after {time.monotonic() - began:.1f} s")
 
             urls = {
@@ -951,7 +708,7 @@ async def run(plan: Plan, redis_url: str | None) -> str:
             pids = {
                 "upstream": [processes.running["upstream"].pid],
                 "loadgen": [loadgen.pid],
-                "redis": await redis_pid(redis_url, own_redis),
+                "redis": await redis.pids(),
                 "api": [api.pid],
                 "workers": [worker.pid],
             }
@@ -961,7 +718,7 @@ async def run(plan: Plan, redis_url: str | None) -> str:
                 await stream_phase(loadgen, urls, 50, plan.concurrent_rounds, plan, pids),
             ]
             pickups = []
-            async with Enqueuer.connect(redis_url, prefix) as enqueuer:
+            async with Enqueuer.connect(redis.url, prefix) as enqueuer:
                 await enqueuer.sequential("warm-up", 5, 0.005)
                 label = "one at a time (as the API enqueues)"
                 pickups.append(await enqueuer.sequential(label, plan.single_jobs, 0.005))
@@ -976,15 +733,7 @@ async def run(plan: Plan, redis_url: str | None) -> str:
                 log("enqueue-to-start by the sweep done")
 
             second = processes.spawn("worker-2", ["-m", "shared.cli", "worker"], env)
-            probe = Redis.from_url(redis_url)
-            try:
-
-                async def two_workers() -> bool:
-                    return await probe.zcount(f"{prefix}workers", time.time() - 15, "+inf") >= 2
-
-                await wait_until(two_workers, "the second worker", processes)
-            finally:
-                await probe.aclose()
+            await wait_for_workers(redis.url, prefix, 2, processes)
             log("second worker ready")
             pids["workers"] = [worker.pid, second.pid]
             phases.append(await stream_phase(loadgen, urls, 50, plan.concurrent_rounds, plan, pids))
@@ -992,22 +741,12 @@ async def run(plan: Plan, redis_url: str | None) -> str:
             failed = False
             return report(plan, phases, pickups, time.monotonic() - began)
     finally:
+        if failed:
+            processes.log_tails()
         if loadgen is not None:
             with contextlib.suppress(Exception):
                 await loadgen.stop()
         processes.stop_all()
-        if redis_url is not None and own_redis is None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(delete_prefixed(redis_url, [prefix]), 10)
-        if own_redis is not None:
-            own_redis.terminate()
-            try:
-                own_redis.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                own_redis.kill()
-        if failed:
-            for name in processes.running:
-                log(f"--- last lines of {name}.log\n{processes.tail(name)}")
         shutil.rmtree(logdir, ignore_errors=True)
 
 
