@@ -8,7 +8,8 @@ from typing import Any
 import hiredis
 import orjson
 from arq.connections import ArqRedis, RedisSettings, create_pool
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ResponseError
 from redis.typing import EncodableT
 
@@ -19,13 +20,33 @@ def redis_settings(url: str) -> RedisSettings:
     return RedisSettings.from_dsn(url)
 
 
+class PromptCheckoutPool(ConnectionPool):
+    """redis-py's pool, without the read it tries on every connection it hands out.
+
+    That check (``can_read_destructive``) waits a loop iteration for a read that times out at once, while
+    holding the pool's lock: on a busy process every command then queues for the lock behind every other one,
+    and a worker took seconds to pick up jobs while it streamed hundreds of others. A connection never comes
+    back with a reply unread: redis-py drops a connection whose command failed or was cancelled."""
+
+    async def ensure_connection(self, connection: AbstractConnection) -> None:
+        await connection.connect()
+
+
 async def connect(url: str, keys: RedisKeys) -> ArqRedis:
-    return await create_pool(
+    redis = await create_pool(
         redis_settings(url),
         job_serializer=orjson.dumps,
         job_deserializer=orjson.loads,
         default_queue_name=keys.queue,
     )
+    checked = redis.connection_pool
+    redis.connection_pool = PromptCheckoutPool(
+        connection_class=checked.connection_class,
+        max_connections=checked.max_connections,
+        **checked.connection_kwargs,
+    )
+    await checked.disconnect()
+    return redis
 
 
 class PackedConnection:
