@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 Entry = tuple[bytes, StreamMessage]
 
 READ_COUNT = 512
-MIN_READ_SPACING = 0.001  # a busy API reads once a millisecond, many streams' entries at a time
+MIN_READ_SPACING = 0.001  # once reads return BUSY_READ streams or more, one a millisecond, many entries each
+BUSY_READ = 4
 BLOCK_MS = 5_000
 WAKE_TTL_MS = 3_600_000
 
@@ -102,11 +103,13 @@ class StreamHub:
         loop = asyncio.get_running_loop()
         backoff = 0.05
         read_at = 0.0
+        busy = False
         while True:
             if not self._tails:
                 self._followed.clear()
                 await self._followed.wait()
-            await asyncio.sleep(max(0.0, read_at + MIN_READ_SPACING - loop.time()))
+            if busy:
+                await asyncio.sleep(max(0.0, read_at + MIN_READ_SPACING - loop.time()))
             read_at = loop.time()
             keys = [self._wake_key, *self._tails]
             after = [self._wake_last, *(tail.last_id for tail in self._tails.values())]
@@ -118,7 +121,8 @@ class StreamHub:
                 backoff = min(backoff * 2, 2.0)
                 continue
             backoff = 0.05
-            for key, entries in result or ():
+            busy = len(result) >= BUSY_READ
+            for key, entries in result:
                 if key == self._wake_key:
                     self._wake_last = entries[-1][0]
                 elif (tail := self._tails.get(key)) is not None:

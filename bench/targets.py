@@ -136,7 +136,7 @@ class Deployments:
             "AIBRIDGE_WORKER_MAX_JOBS": str(self.max_concurrency + 100),
             "AIBRIDGE_MAX_QUEUE_DEPTH": "1000000",
             "AIBRIDGE_LOG_LEVEL": "warning",  # no line per request, as LiteLLM's run
-            "AIBRIDGE_AUTH": "none",  # loopback only (a no-op while the gateway has no auth)
+            "AIBRIDGE_AUTH": "none",  # no client keys (allowed on loopback), as LiteLLM runs without a master key
         }
         target = Target(run, port, "/openai/v1/chat/completions", self.upstream.stream_seconds)
         if mcp:

@@ -2,8 +2,9 @@
 
 One socket write to Redis per chunk per job is most of a worker's CPU when many streams run (the send
 syscall dominates). Jobs hand their writes here instead; whatever arrives while a batch is in flight goes
-out together in the next one, and batches leave at least MIN_FLUSH_SPACING apart: a lone write leaves at
-once, and a busy worker sends one batch a millisecond whatever the number of streams.
+out together in the next one. Once batches carry the writes of BUSY_BATCH jobs or more, they leave at least
+MIN_FLUSH_SPACING apart: a lightly loaded worker writes at once, and a busy one sends one batch a millisecond
+whatever the number of streams.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from shared.redis import PackedConnection
 Command = Sequence[EncodableT]
 
 MIN_FLUSH_SPACING = 0.001
+BUSY_BATCH = 4
 
 
 class CoalescingWriter:
@@ -55,13 +57,15 @@ class CoalescingWriter:
     async def _flush_forever(self) -> None:
         loop = asyncio.get_running_loop()
         flushed_at = 0.0
+        busy = False
         while True:
             await self._ready.wait()
-            # let the other jobs woken in this loop turn (or since the last flush) queue their writes too
-            await asyncio.sleep(max(0.0, flushed_at + MIN_FLUSH_SPACING - loop.time()))
+            # let the other jobs woken in this loop turn (when busy: since the last flush) queue their writes too
+            await asyncio.sleep(max(0.0, flushed_at + MIN_FLUSH_SPACING - loop.time()) if busy else 0)
             flushed_at = loop.time()
             self._ready.clear()
             batch, self._queued = self._queued, []
+            busy = len(batch) >= BUSY_BATCH
             if batch:
                 await self._flush(batch)
 
