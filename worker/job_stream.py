@@ -42,9 +42,6 @@ class SlotLease:
         )
 
 
-NO_LEASE: tuple[Command, ...] = ()
-
-
 class JobStream:
     """Appends StreamMessages to the stream of one interception.
 
@@ -60,7 +57,7 @@ class JobStream:
         maxlen: int,
         retention: float,
         lifetime: float,
-        lease: SlotLease | None = None,
+        lease: SlotLease,
     ) -> None:
         self._writer = writer
         self._lease = lease
@@ -87,18 +84,12 @@ class JobStream:
         """Write the first heartbeat (the API's sign that a worker took the job); True if the client
         cancelled the job before that."""
         cancelled, *_ = await self._write(
-            StreamMessage(kind=MessageKind.HEARTBEAT), also=((b"EXISTS", cancelled_key), *self._renewal())
+            StreamMessage(kind=MessageKind.HEARTBEAT), also=((b"EXISTS", cancelled_key), *self._lease.renew())
         )
         return bool(cancelled)
 
-    def _renewal(self) -> tuple[Command, ...]:
-        return self._lease.renew() if self._lease else NO_LEASE
-
-    def _release(self) -> tuple[Command, ...]:
-        return self._lease.release() if self._lease else NO_LEASE
-
     async def heartbeat(self) -> None:
-        await self._write(StreamMessage(kind=MessageKind.HEARTBEAT), also=self._renewal())
+        await self._write(StreamMessage(kind=MessageKind.HEARTBEAT), also=self._lease.renew())
 
     async def open(self) -> None:
         """Tell the API to start the client's SSE stream (headers, then pings while nothing else flows)."""
@@ -124,12 +115,12 @@ class JobStream:
 
     async def done(self) -> None:
         await self._write(
-            StreamMessage(kind=MessageKind.DONE), expire_ms=self._retention_ms, also=self._release()
+            StreamMessage(kind=MessageKind.DONE), expire_ms=self._retention_ms, also=self._lease.release()
         )
 
     async def expire(self) -> None:
         """Shorten the stream's life to the retention without ending it (the client has gone)."""
-        await self._writer.write([(b"PEXPIRE", self._key, self._retention_ms), *self._release()])
+        await self._writer.write([(b"PEXPIRE", self._key, self._retention_ms), *self._lease.release()])
 
     @contextlib.asynccontextmanager
     async def heartbeats(self, interval: float) -> AsyncIterator[None]:
