@@ -146,14 +146,19 @@ def completion_response(chunks: int) -> bytes:
 
 def json_response(status: int, body: bytes) -> bytes:
     reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 411: "Length Required"}[status]
-    head = f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
     return head.encode() + body
 
 
 MODELS_RESPONSE = json_response(
     200,
     orjson.dumps(
-        {"object": "list", "data": [{"id": MODEL, "object": "model", "created": CREATED, "owned_by": "bench"}]}
+        {
+            "object": "list",
+            "data": [{"id": MODEL, "object": "model", "created": CREATED, "owned_by": "bench"}],
+        }
     ),
 )
 

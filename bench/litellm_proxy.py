@@ -92,6 +92,8 @@ def proxy_args(config: Path, port: int) -> list[str]:
 
 
 def proxy_env() -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items() if not name.startswith(("LITELLM_", "DATABASE_URL"))}
+    env = {
+        name: value for name, value in os.environ.items() if not name.startswith(("LITELLM_", "DATABASE_URL"))
+    }
     env.update(LITELLM_LOG="ERROR", LITELLM_LOCAL_MODEL_COST_MAP="True", LITELLM_TELEMETRY="False")
     return env

@@ -233,7 +233,14 @@ async def run_phase(phase: Phase) -> dict[str, Any]:
                     in_flight -= measured
                 if stream.error is None and stream.events < phase.min_events:
                     stream.error = f"{stream.events} chunks, expected at least {phase.min_events}"
-                figures = [start - phase.t0, stream.ttft, stream.completion, stream.events, stream.error, measured]
+                figures = [
+                    start - phase.t0,
+                    stream.ttft,
+                    stream.completion,
+                    stream.events,
+                    stream.error,
+                    measured,
+                ]
                 results.append(figures)
                 if stream.error is not None:
                     await asyncio.sleep(ERROR_PAUSE)  # no tight loop of failing requests

@@ -29,7 +29,9 @@ def build_server() -> MCPServer:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.mcp_tool_server", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.mcp_tool_server", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     app = build_server().streamable_http_app()

@@ -103,7 +103,11 @@ class Processes:
     def stop(self, names: Sequence[str] | None = None) -> None:
         """SIGTERM to the named processes (all by default), SIGKILL to those still running after
         STOP_TIMEOUT; they are forgotten."""
-        chosen = {name: self.running[name] for name in (list(self.running) if names is None else names) if name in self.running}
+        chosen = {
+            name: self.running[name]
+            for name in (list(self.running) if names is None else names)
+            if name in self.running
+        }
         for process in chosen.values():
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)

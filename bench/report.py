@@ -85,14 +85,18 @@ def summarize(
         "streams_per_s": raw["window"]["completed"] / seconds,
         "chunks_per_s": chunks / seconds,
         "cpu_seconds": cpu,
-        "cpu_per_1000_chunks": {role: used / (chunks / 1000) if chunks else math.nan for role, used in cpu.items()},
+        "cpu_per_1000_chunks": {
+            role: used / (chunks / 1000) if chunks else math.nan for role, used in cpu.items()
+        },
         "cpus_busy": sum(cpu.values()) / wall,
         "rss_idle_kib": idle_rss,
         "rss_peak_kib": peak_rss,
         "gateway_rss_idle_kib": gateway_idle,
         "gateway_rss_peak_kib": gateway_peak,
         "gateway_rss_start_kib": gateway_start,
-        "rss_per_stream_kib": (gateway_peak - gateway_idle) / concurrency if target.gateway_roles else math.nan,
+        "rss_per_stream_kib": (gateway_peak - gateway_idle) / concurrency
+        if target.gateway_roles
+        else math.nan,
         "rss_per_stream_from_start_kib": (gateway_peak - gateway_start) / concurrency
         if target.gateway_roles
         else math.nan,
@@ -102,7 +106,9 @@ def summarize(
 def machine() -> dict[str, Any]:
     memory = "unknown"
     try:
-        memory = subprocess.run(["free", "-h"], capture_output=True, text=True, timeout=10).stdout.splitlines()[1]
+        memory = subprocess.run(
+            ["free", "-h"], capture_output=True, text=True, timeout=10
+        ).stdout.splitlines()[1]
     except (OSError, subprocess.SubprocessError, IndexError):
         pass
     cpu_model = ""
@@ -202,7 +208,10 @@ def tables(document: dict[str, Any]) -> str:
         )
     errors = [(r["run"], r["concurrency"], r["error_kinds"]) for r in document["results"] if r["error_kinds"]]
     if errors:
-        lines += ["", "Errors (all streams): " + "; ".join(f"{run} at {c}: {kinds}" for run, c, kinds in errors)]
+        lines += [
+            "",
+            "Errors (all streams): " + "; ".join(f"{run} at {c}: {kinds}" for run, c, kinds in errors),
+        ]
     present = [role for role in CPU_ROLES if any(role in r["cpu_seconds"] for r in document["results"])]
     lines += [
         "",

@@ -190,7 +190,9 @@ async def run(plan: Plan, runs: list[str], litellm_python: str | None) -> dict[s
                 "load generator": loadgen.pids,
                 "redis": await redis.pids(),
             }
-            deployments = Deployments(processes, upstream, redis.url, prefixes, max(plan.concurrency), litellm_python)
+            deployments = Deployments(
+                processes, upstream, redis.url, prefixes, max(plan.concurrency), litellm_python
+            )
             log(f"fake upstream and {shard_count} load generator(s) ready (logs in {logdir})")
             for name in runs:
                 try:
@@ -202,7 +204,9 @@ async def run(plan: Plan, runs: list[str], litellm_python: str | None) -> dict[s
                 try:
                     notes.update(target.notes)
                     await deployments.warm_up(target)
-                    gateway_start = sum(rss_kib(pid) for role in target.gateway_roles for pid in target.roles[role])
+                    gateway_start = sum(
+                        rss_kib(pid) for role in target.gateway_roles for pid in target.roles[role]
+                    )
                     for concurrency in plan.concurrency:
                         summary = await measure(target, concurrency, plan, loadgen, common, gateway_start)
                         results.append(summary)
@@ -238,8 +242,12 @@ async def run(plan: Plan, runs: list[str], litellm_python: str | None) -> dict[s
 
 def git_commit() -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return head.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")
@@ -252,7 +260,9 @@ def parse_list(text: str) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="concurrency 1,10,100, short phases, 20 chunks")
-    parser.add_argument("--concurrency", help="comma-separated concurrency levels (default 1,10,100,500,1000)")
+    parser.add_argument(
+        "--concurrency", help="comma-separated concurrency levels (default 1,10,100,500,1000)"
+    )
     parser.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated, of {', '.join(RUNS)}")
     parser.add_argument("--seconds", type=float, help="measured seconds per phase (default 10; --quick 1)")
     parser.add_argument("--out", type=Path, help="where results go (default bench/results/<UTC time>/)")

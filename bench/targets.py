@@ -53,7 +53,9 @@ def chat_body(**extra: Any) -> dict[str, Any]:
 
 def short_body() -> dict[str, Any]:
     """A one-chunk answer, at once."""
-    return chat_body(bench_ttft=0, bench_delay=0, bench_chunks=1)  # for the worker to have listed the MCP server's tools
+    return chat_body(
+        bench_ttft=0, bench_delay=0, bench_chunks=1
+    )  # for the worker to have listed the MCP server's tools
 
 
 @dataclass
@@ -164,7 +166,9 @@ class Deployments:
         target.roles["workers"] = []
         for number in range(1, workers + 1):
             name = f"{run}-worker-{number}"
-            target.roles["workers"].append(self.processes.spawn(name, ["-m", "shared.cli", "worker"], env).pid)
+            target.roles["workers"].append(
+                self.processes.spawn(name, ["-m", "shared.cli", "worker"], env).pid
+            )
             target.process_names.append(name)
         target.gateway_roles = ("api", "workers")
         await wait_for_http(f"http://{HOST}:{port}/readyz", f"{run}: the API's /readyz", self.processes)
@@ -184,7 +188,9 @@ class Deployments:
                 async with http.post(url, json=short_body()) as response:
                     text = await response.text()
                     if response.status != 200:
-                        raise RuntimeError(f"{target.run}: warm-up request answered {response.status}: {text}")
+                        raise RuntimeError(
+                            f"{target.run}: warm-up request answered {response.status}: {text}"
+                        )
 
     async def _tools_offered(self, target: Target) -> None:
         """Until a request through the gateway makes the fake upstream answer with a tool call (the worker
@@ -210,7 +216,9 @@ class Deployments:
             while not await tool_called():
                 self.processes.check()
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{target.run}: the gateway did not offer the MCP tool within {TOOL_WAIT:g} s")
+                    raise TimeoutError(
+                        f"{target.run}: the gateway did not offer the MCP tool within {TOOL_WAIT:g} s"
+                    )
                 await asyncio.sleep(0.2)
 
     async def _litellm(self) -> Target:
@@ -225,8 +233,14 @@ class Deployments:
         target.process_names.append("litellm")
         target.roles["litellm"] = [process.pid]
         target.gateway_roles = ("litellm",)
-        target.notes = {"litellm_version": version, "litellm_python": python, "litellm_config": config.read_text()}
-        await wait_for_http(f"http://{HOST}:{port}/health/liveliness", "LiteLLM's /health/liveliness", self.processes)
+        target.notes = {
+            "litellm_version": version,
+            "litellm_python": python,
+            "litellm_config": config.read_text(),
+        }
+        await wait_for_http(
+            f"http://{HOST}:{port}/health/liveliness", "LiteLLM's /health/liveliness", self.processes
+        )
         log(f"LiteLLM {version} ready ({python})")
         return target
 
