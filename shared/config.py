@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     worker_shutdown_timeout: float = Field(default=30.0, ge=0)
     api_shutdown_timeout: float = Field(default=30.0, ge=0)
     worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_models: list[str] = Field(default_factory=list)
+    metrics_max_label_values: int = Field(default=100, ge=1)
 
     database_url: str = "sqlite+aiosqlite:///aibridge.db"
 

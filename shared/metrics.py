@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
@@ -17,6 +17,30 @@ from shared.recording.records import (
 )
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+OTHER = "other"
+
+
+class BoundedLabel:
+    """The values of a label that clients choose (a model name, the name of a client's tool), kept to a
+    bounded set so that no client can grow the metrics without end: the ``allowed`` values when the operator
+    lists them, else the first ``limit`` distinct values of at most ``max_length`` characters; any other
+    value is ``other``."""
+
+    def __init__(self, allowed: Collection[str] = (), *, limit: int = 100, max_length: int = 100) -> None:
+        self._allowed = frozenset(allowed)
+        self._seen: set[str] = set()
+        self._limit = limit
+        self._max_length = max_length
+
+    def __call__(self, value: str) -> str:
+        if self._allowed:
+            return value if value in self._allowed else OTHER
+        if value in self._seen:
+            return value
+        if len(self._seen) >= self._limit or len(value) > self._max_length:
+            return OTHER
+        self._seen.add(value)
+        return value
 
 
 class ApiMetrics:
@@ -49,9 +73,21 @@ class ApiMetrics:
 
 
 class WorkerMetrics:
-    """What a worker process reports. It is a Recorder too: it counts the records the interceptions make."""
+    """What a worker process reports. It is a Recorder too: it counts the records the interceptions make.
 
-    def __init__(self, recorder_counters: Callable[[], dict[str, int]]) -> None:
+    Model names are labels only if they are among ``models`` (when given), else among the first
+    ``max_label_values`` seen; so are the names of the clients' own tools (the injected tools' names come
+    from the configured MCP servers)."""
+
+    def __init__(
+        self,
+        recorder_counters: Callable[[], dict[str, int]],
+        *,
+        models: Collection[str] = (),
+        max_label_values: int = 100,
+    ) -> None:
+        self._model_label = BoundedLabel(models, limit=max_label_values)
+        self._client_tool_label = BoundedLabel(limit=max_label_values)
         self.registry = CollectorRegistry()
         self.queue_wait = Histogram(
             "aibridge_queue_wait_seconds",
@@ -79,7 +115,7 @@ class WorkerMetrics:
 
     def record(self, record: Record) -> None:
         if isinstance(record, InterceptionStarted):
-            self._started[record.interception_id] = (record.provider, record.model)
+            self._started[record.interception_id] = (record.provider, self._model_label(record.model))
         elif isinstance(record, InterceptionEnded):
             provider, model = self._started.pop(record.interception_id, ("", ""))
             self.interceptions.labels(provider, model, record.outcome.value).inc()
@@ -89,7 +125,8 @@ class WorkerMetrics:
             self.tokens.labels("cache_read").inc(record.cache_read_input)
         elif isinstance(record, ToolUsage):
             outcome = "error" if record.invocation_error else "ok"
-            self.tool_calls.labels(record.server_url or "", record.tool, outcome).inc()
+            tool = record.tool if record.injected else self._client_tool_label(record.tool)
+            self.tool_calls.labels(record.server_url or "", tool, outcome).inc()
 
 
 class _RecorderCollector(Collector):

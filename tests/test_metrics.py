@@ -6,6 +6,7 @@ import httpx2
 from prometheus_client.parser import text_string_to_metric_families
 
 from shared.local import free_port
+from shared.metrics import BoundedLabel
 from tests.fake_upstream import RawReply, SSEReply, text_stream, tool_call_stream
 
 HI = [{"role": "user", "content": "hi"}]
@@ -85,3 +86,32 @@ def test_metrics_after_a_known_workload(make_gateway, upstream, mcp_http_url):
         api[("aibridge_relay_lag_seconds_bucket", (("le", "1.0"),))]
         == api[("aibridge_relay_lag_seconds_count", ())]
     )
+
+
+def test_model_labels_chosen_by_clients_stay_bounded(make_gateway):
+    port = free_port()
+    deployment = make_gateway(AIBRIDGE_WORKER_METRICS_PORT=str(port), AIBRIDGE_METRICS_MAX_LABEL_VALUES="3")
+    models = ["m" * 2000, *(f"client-chosen-{n}" for n in range(7))]  # the upstream knows none: 404s
+    for model in models:
+        httpx2.post(
+            f"{deployment.base_url}/chat/completions", json={"model": model, "messages": HI}, timeout=10
+        )
+    worker_url = f"http://127.0.0.1:{port}/metrics"
+
+    def by_model() -> dict[str, float]:
+        return {
+            dict(labels)["model"]: value
+            for (name, labels), value in samples(worker_url).items()
+            if name == "aibridge_interceptions_total"
+        }
+
+    deployment.wait_until(lambda: sum(by_model().values()) == len(models), "every interception counted")
+    assert by_model() == {"client-chosen-0": 1, "client-chosen-1": 1, "client-chosen-2": 1, "other": 5}
+
+
+def test_bounded_label_keeps_the_operators_list_or_the_first_values():
+    listed = BoundedLabel(["gpt-4.1"], limit=1)
+    assert [listed(name) for name in ("gpt-4.1", "gpt-5", "gpt-4.1")] == ["gpt-4.1", "other", "gpt-4.1"]
+    first = BoundedLabel(limit=2, max_length=10)
+    names = ["a", "x" * 11, "b", "c", "a", "b"]
+    assert [first(name) for name in names] == ["a", "other", "b", "other", "a", "b"]

@@ -82,7 +82,9 @@ class WorkerDeps:
                     "written": recorder.written,
                     "dropped": recorder.dropped,
                     "failures": recorder.failures,
-                }
+                },
+                models=settings.metrics_models,
+                max_label_values=settings.metrics_max_label_values,
             ),
             cipher=UpstreamKeyCipher(settings.secret_key) if settings.secret_key is not None else None,
         )
