@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import Response
+from redis.exceptions import ResponseError
 
 from api.auth import Caller
 from api.jobs import enqueue_and_follow, new_chat_job
@@ -133,7 +134,8 @@ async def resume_stream(
 ) -> Response:
     """The events of a streamed interception after ``Last-Event-ID`` (all of them without it), then the live
     tail: a client whose connection dropped, or whose API instance died, resumes here on any instance.
-    With client keys, only the actor that made the request may: for any other the stream does not exist."""
+    With client keys, only the actor that made the request may: for any other the stream does not exist.
+    Events no longer in the stream are a 410, before anything is sent; see ``api.resume``."""
     received_at = time.monotonic()
     try:
         uuid.UUID(interception_id)
@@ -146,10 +148,9 @@ async def resume_stream(
         pipe.get(state.keys.owner(interception_id))
         pipe.xinfo_stream(key)
         exists, owner, info = await pipe.execute(raise_on_error=False)
-    if not exists or (actor is not None and owner != actor.id.encode()):
+    gone = not exists or isinstance(info, ResponseError)  # XINFO: "no such key" if it expired meanwhile
+    if gone or (actor is not None and owner != actor.id.encode()):
         raise HTTPException(404, "no stream for this interception: unknown, or ended and expired")
-    if isinstance(info, Exception):
-        raise info
     seen = resume_within[0] or (after if last_event_id is not None else None)
     verdict = resume_verdict(info, after, seen)
     if verdict is Resume.BEYOND_END:
