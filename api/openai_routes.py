@@ -10,11 +10,13 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import Response
+from redis.exceptions import ResponseError
 
 from api.auth import Caller
 from api.jobs import enqueue_and_follow, new_chat_job
 from api.limits import read_body
-from api.relay import SSERelay, answer
+from api.relay import SSE_HEADERS, SSERelay, answer, json_error
+from api.resume import Resume, resume_verdict
 from api.state import ApiState, State
 from shared import byok
 from shared.tracing import tracer
@@ -103,7 +105,7 @@ async def models(request: Request, state: State, _: Caller) -> Response:
     return Response(body, status, media_type=content_type)
 
 
-EVENT_ID = re.compile(r"^(\d+)-(\d+)(?:/(\d+))?$")
+EVENT_ID = re.compile(r"([0-9]{1,20})-([0-9]{1,20})(?:/([0-9]{1,20}))?")  # 2**64 has 20 digits
 
 
 def resume_point(last_event_id: str | None) -> tuple[bytes, tuple[bytes, int]]:
@@ -112,7 +114,7 @@ def resume_point(last_event_id: str | None) -> tuple[bytes, tuple[bytes, int]]:
     already has, with their count."""
     if last_event_id is None:
         return b"0-0", (b"", 0)
-    found = EVENT_ID.match(last_event_id)
+    found = EVENT_ID.fullmatch(last_event_id)
     if found is None or max(int(found[1]), int(found[2])) >= 2**64:  # beyond what Redis takes as an id
         raise InvalidRequest("Last-Event-ID must be the id of an event of this stream", "Last-Event-ID")
     ms, seq, within = int(found[1]), int(found[2]), found[3]
@@ -132,7 +134,8 @@ async def resume_stream(
 ) -> Response:
     """The events of a streamed interception after ``Last-Event-ID`` (all of them without it), then the live
     tail: a client whose connection dropped, or whose API instance died, resumes here on any instance.
-    With client keys, only the actor that made the request may: for any other the stream does not exist."""
+    With client keys, only the actor that made the request may: for any other the stream does not exist.
+    Events no longer in the stream are a 410, before anything is sent; see ``api.resume``."""
     received_at = time.monotonic()
     try:
         uuid.UUID(interception_id)
@@ -143,9 +146,21 @@ async def resume_stream(
     async with state.redis.pipeline(transaction=False) as pipe:
         pipe.exists(key)
         pipe.get(state.keys.owner(interception_id))
-        exists, owner = await pipe.execute()
-    if not exists or (actor is not None and owner != actor.id.encode()):
+        pipe.xinfo_stream(key)
+        exists, owner, info = await pipe.execute(raise_on_error=False)
+    gone = not exists or isinstance(info, ResponseError)  # XINFO: "no such key" if it expired meanwhile
+    if gone or (actor is not None and owner != actor.id.encode()):
         raise HTTPException(404, "no stream for this interception: unknown, or ended and expired")
+    seen = resume_within[0] or (after if last_event_id is not None else None)
+    verdict = resume_verdict(info, after, seen)
+    if verdict is Resume.BEYOND_END:
+        raise InvalidRequest("Last-Event-ID is after the last event of this stream", "Last-Event-ID")
+    if verdict is Resume.GONE:
+        message = "some of the events this resume asks for are no longer kept; make the request again"
+        return json_error(410, message, "invalid_request_error", "events_expired")
+    if verdict is Resume.FINISHED:  # the client has every event: an empty stream, ended at once
+        headers = {**SSE_HEADERS, "X-AIBridge-Interception-Id": interception_id}
+        return Response(b"", 200, headers, media_type=SSERelay.media_type)
     tail = state.streams.follow(key, after=after)
     try:
         async with state.redis.pipeline(transaction=False) as pipe:

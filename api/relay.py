@@ -24,6 +24,7 @@ from shared.sse import EVENT_SEPARATOR, data_field
 logger = logging.getLogger(__name__)
 
 PING = b": ping\n"  # a comment line and no blank line: see DESIGN.md, "Keep-alive framing"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 async def listen_for_disconnect(receive: Receive) -> None:
@@ -127,7 +128,7 @@ class SSERelay(Response):
         """``resume_within``: an entry id and how many of its first events the client already has."""
         self.status_code = 200
         self.background = None
-        self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # no body, no length
+        self.init_headers(SSE_HEADERS)  # no body, no length
         self._state = state
         self._interception_id = interception_id
         self._tail = tail

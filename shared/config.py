@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     pickup_timeout: float = Field(default=30.0, gt=0)
     stream_retention: float = Field(default=300.0, gt=0)
     resume_grace: float = Field(default=0.0, ge=0)
-    stream_maxlen: int = Field(default=10_000, ge=100)
+    stream_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
 
     upstream_connect_timeout: float = Field(default=10.0, gt=0)
     upstream_read_timeout: float = Field(default=600.0, gt=0)

@@ -28,6 +28,8 @@ class SSEReply:
     pause: float = 0.0
     drop_after: int | None = None  # after this many events, close the connection without ending the stream
     done: bool = True
+    pace: float = 0.0  # seconds between events kept by sleeping the server's thread (asyncio's timers take
+    # 1 ms at least): each event leaves in a write of its own, so a reader that keeps up gets one per read
 
 
 @dataclass
@@ -151,6 +153,8 @@ class FakeUpstream:
         for number, event in enumerate(reply.events, start=1):
             if number > 1 and not await wait(reply.delay):
                 return response
+            if reply.pace:
+                time.sleep(reply.pace)  # noqa: ASYNC251 (see ``pace``)
             try:
                 await response.write(b"data: " + event + b"\n\n")
             except ConnectionError:

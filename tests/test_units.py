@@ -11,6 +11,7 @@ from aiohttp.base_protocol import BaseProtocol
 
 from api.openai_routes import InvalidRequest, resume_point
 from api.relay import sse_events
+from api.resume import Resume, resume_verdict
 from shared.errors import normalize_error_body
 from shared.messages import MessageKind, StreamMessage
 from shared.sse import data_fields
@@ -73,9 +74,67 @@ def test_events_of_one_entry_each_carry_an_id_a_client_can_resume_after():
     assert resume_point("7-1") == (b"7-1", (b"", 0))
     assert resume_point("7-1/1") == (b"7-0", (b"7-1", 2))
     assert resume_point("7-0/0") == (b"6-18446744073709551615", (b"7-0", 1))
-    for bad in ("7", "7-1/", "x-1", f"{2**64}-0", "7-1/1/2"):
+    for bad in ("7", "7-1/", "x-1", f"{2**64}-0", "7-1/1/2", "7-1\n", "\u0661-1"):
         with pytest.raises(InvalidRequest):
             resume_point(bad)
+
+
+def test_an_event_id_with_a_part_over_20_digits_is_refused_not_parsed():
+    assert resume_point(f"{2**64 - 1}-{2**64 - 1}/{10**20 - 1}")[0] == f"{2**64 - 1}-{2**64 - 2}".encode()
+    for bad in ("1" * 4301 + "-0", "0-" + "1" * 21, "7-1/" + "9" * 21, "0" * 21 + "-1"):
+        with pytest.raises(InvalidRequest):
+            resume_point(bad)
+
+
+def xinfo(entries: list[tuple[bytes, bytes]], *, redis7: bool, added: int = 0, deleted: bytes = b"0-0"):
+    """XINFO STREAM as redis-py parses it, for a stream holding ``entries`` (id, kind); Redis 7 adds the
+    count of entries ever added and the largest deleted id."""
+    info = {
+        "length": len(entries),
+        "last-generated-id": entries[-1][0] if entries else b"9-9",
+        "first-entry": (entries[0][0], {b"k": entries[0][1]}) if entries else None,
+        "last-entry": (entries[-1][0], {b"k": entries[-1][1]}) if entries else None,
+    }
+    if redis7:
+        info.update({"entries-added": added or len(entries), "max-deleted-entry-id": deleted})
+    return info
+
+
+STREAM = [
+    (b"5-0", b"heartbeat"),
+    (b"5-1", b"open"),
+    (b"6-0", b"chunk"),
+    (b"7-0", b"chunk"),
+    (b"8-0", b"done"),
+]
+
+
+@pytest.mark.parametrize("redis7", [True, False])
+def test_a_resume_is_relayed_ended_at_once_or_refused_from_what_the_stream_still_holds(redis7):
+    whole = xinfo(STREAM, redis7=redis7)
+    assert resume_verdict(whole, b"0-0", None) is Resume.RELAY
+    assert resume_verdict(whole, b"6-0", b"6-0") is Resume.RELAY
+    assert resume_verdict(whole, b"6-18446744073709551615", b"7-0") is Resume.RELAY  # within 7-0
+    assert resume_verdict(whole, b"8-0", b"8-0") is Resume.FINISHED
+    assert resume_verdict(whole, b"8-1", b"8-1") is Resume.BEYOND_END
+    running = xinfo(STREAM[:-1], redis7=redis7)
+    assert resume_verdict(running, b"7-0", b"7-0") is Resume.RELAY  # more is still to come
+    head_cut = xinfo(STREAM[3:], redis7=redis7, added=len(STREAM))
+    assert resume_verdict(head_cut, b"0-0", None) is Resume.GONE
+    assert resume_verdict(head_cut, b"6-0", b"6-0") is Resume.GONE
+    assert resume_verdict(head_cut, b"7-0", b"7-0") is Resume.RELAY
+    assert resume_verdict(xinfo([], redis7=redis7, added=5), b"6-0", b"6-0") is Resume.GONE
+    only_heartbeats_cut = xinfo(STREAM[1:], redis7=redis7, added=len(STREAM))
+    assert resume_verdict(only_heartbeats_cut, b"6-0", b"6-0") is Resume.RELAY
+
+
+def test_on_redis_7_a_deleted_entry_after_the_clients_is_seen_wherever_it_was():
+    middle_gone = xinfo([*STREAM[:3], STREAM[4]], redis7=True, added=len(STREAM), deleted=b"7-0")
+    assert resume_verdict(middle_gone, b"0-0", None) is Resume.GONE
+    assert resume_verdict(middle_gone, b"6-0", b"6-0") is Resume.GONE
+    assert (
+        resume_verdict(middle_gone, b"7-0", b"7-0") is Resume.RELAY
+    )  # 7-0 itself was seen: only the end follows
 
 
 def test_replace_id_keeps_every_other_byte():

@@ -12,8 +12,10 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from shared.errors import error_body
 from shared.messages import MessageKind, StreamMessage
 from shared.sse import data_fields
+from shared.upstream import UpstreamFailure
 from worker.stream_writes import CoalescingWriter, Command
 
 logger = logging.getLogger(__name__)
@@ -42,11 +44,25 @@ class SlotLease:
         )
 
 
+class StreamTooLarge(UpstreamFailure):
+    """The answer outgrew the bytes a stream may hold: the job stops and the client is told so, like an
+    upstream failure (an error event once the stream has started, else a 502)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        message = (
+            f"the answer is larger than this gateway keeps for one stream ({max_bytes} bytes, "
+            "AIBRIDGE_STREAM_MAX_BYTES); it was stopped there"
+        )
+        super().__init__(502, error_body(message, "server_error", "stream_too_large"))
+
+
 class JobStream:
     """Appends StreamMessages to the stream of one interception.
 
-    The stream is capped (``MAXLEN ~``) and gets an expiry on its first write (covering a worker that dies
-    mid-job) and a shorter one, the retention, once ``done`` is written.
+    The stream is never trimmed, so a resume finds every event it asks for: it gets an expiry on its first
+    write (covering a worker that dies mid-job) and a shorter one, the retention, once ``done`` is written.
+    Its size is bounded by ``max_bytes`` of chunk and result data: the write that would pass it raises
+    StreamTooLarge instead.
     """
 
     def __init__(
@@ -54,7 +70,7 @@ class JobStream:
         writer: CoalescingWriter,
         key: str,
         *,
-        maxlen: int,
+        max_bytes: int,
         retention: float,
         lifetime: float,
         lease: SlotLease,
@@ -62,11 +78,19 @@ class JobStream:
         self._writer = writer
         self._lease = lease
         self._key = key.encode()
-        self._xadd = (b"XADD", self._key, b"MAXLEN", b"~", maxlen, b"*")
+        self._xadd = (b"XADD", self._key, b"*")
+        self._max_bytes = max_bytes
+        self._data_bytes = 0
         self._retention_ms = int(retention * 1000)
         self._lifetime_ms = int(lifetime * 1000)
         self._created = False
+        self._ended = False
         self.opened = False
+
+    def _take_room(self, data: bytes) -> None:
+        if self._data_bytes + len(data) > self._max_bytes:
+            raise StreamTooLarge(self._max_bytes)
+        self._data_bytes += len(data)
 
     async def _write(
         self, *messages: StreamMessage, expire_ms: int | None = None, also: tuple[Command, ...] = ()
@@ -89,6 +113,8 @@ class JobStream:
         return bool(cancelled)
 
     async def heartbeat(self) -> None:
+        if self._ended:  # done is the stream's last entry: a resume after it knows the stream is over
+            return
         await self._write(StreamMessage(kind=MessageKind.HEARTBEAT), also=self._lease.renew())
 
     async def open(self) -> None:
@@ -100,6 +126,7 @@ class JobStream:
     async def chunks(self, payloads: list[bytes]) -> None:
         """Relay rewritten upstream chunks (each an event's data), in one entry."""
         message = StreamMessage(kind=MessageKind.CHUNK, data=data_fields(payloads))
+        self._take_room(message.data)
         if self.opened:
             await self._write(message)
         else:
@@ -111,9 +138,11 @@ class JobStream:
         await self._write(StreamMessage(kind=MessageKind.ERROR, status=status, data=body))
 
     async def result(self, status: int, body: bytes) -> None:
+        self._take_room(body)
         await self._write(StreamMessage(kind=MessageKind.RESULT, status=status, data=body))
 
     async def done(self) -> None:
+        self._ended = True
         await self._write(
             StreamMessage(kind=MessageKind.DONE), expire_ms=self._retention_ms, also=self._lease.release()
         )

@@ -39,7 +39,7 @@ async def chat_completions(ctx: dict[str, Any], payload: dict[str, Any]) -> None
     stream = JobStream(
         deps.writes,
         deps.keys.stream(interception_id),
-        maxlen=settings.stream_maxlen,
+        max_bytes=settings.stream_max_bytes,
         retention=settings.stream_retention,
         lifetime=settings.job_timeout + settings.stream_retention,
         lease=lease,
