@@ -40,7 +40,6 @@ HEADERS = st.dictionaries(
     HEADER_TEXT,
     max_size=3,
 )
-DEEP = st.integers(1, 1100).map(lambda depth: b'{"a": ' + b"[" * depth + b"]" * depth + b"}")
 
 
 MESSAGES = st.lists(
@@ -54,7 +53,8 @@ TOOL = {"type": "function", "function": {"name": "lookup", "parameters": {"type"
 
 
 def chat_bodies(model: str) -> st.SearchStrategy[bytes]:
-    """Garbage; right chat bodies; and right ones with one field (or an unknown one) set to any JSON."""
+    """Garbage; right chat bodies; right ones with one or two fields (known or not) set to any JSON, or
+    with a value nested up to 1100 levels deep."""
     right = st.fixed_dictionaries(
         {"model": st.just(model), "messages": MESSAGES},
         optional={
@@ -66,10 +66,14 @@ def chat_bodies(model: str) -> st.SearchStrategy[bytes]:
         },
     )
     field = st.sampled_from(["model", "messages", "stream", "stream_options", "tools", "n", "user", "x"])
-    wrong = st.tuples(right, field, JSON).map(lambda parts: {**parts[0], parts[1]: parts[2]})
-    return st.one_of(
-        st.binary(max_size=64), JSON.map(orjson.dumps), DEEP, right.map(orjson.dumps), wrong.map(orjson.dumps)
+    wrong = st.tuples(right, st.dictionaries(field, JSON, min_size=1, max_size=2)).map(
+        lambda parts: {**parts[0], **parts[1]}
     )
+    deep = st.tuples(right, st.integers(1, 1100)).map(
+        lambda parts: orjson.dumps(parts[0])[:-1] + b', "x": ' + b"[" * parts[1] + b"]" * parts[1] + b"}"
+    )
+    garbage = st.binary(max_size=64) | JSON.map(orjson.dumps)
+    return st.one_of(garbage, right.map(orjson.dumps), wrong.map(orjson.dumps), deep)
 
 
 def assert_in_contract(response: httpx2.Response, seconds: float) -> None:
