@@ -12,7 +12,7 @@ from aiohttp import StreamReader
 from aiohttp.base_protocol import BaseProtocol
 from fastapi import FastAPI, Request
 
-from api.openai_routes import InvalidRequest, nested_deeper_than, resume_point
+from api.openai_routes import InvalidRequest, nested_deeper_than, parse_chat_request, resume_point
 from api.relay import sse_events
 from api.unexpected import UnexpectedErrors
 from shared.errors import normalize_error_body
@@ -135,6 +135,10 @@ def test_nesting_depth_counts_the_outer_container_as_one_level():
     assert not nested_deeper_than({"a": [{"b": []}], "c": 1}, 4)
     assert nested_deeper_than({"a": [{"b": []}], "c": 1}, 3)
     assert not nested_deeper_than([], 1)
+    at_the_limit = b'{"model": "m", "messages": [{}], "x": %s}' % (b"[" * 127 + b"]" * 127)
+    assert parse_chat_request(at_the_limit)["model"] == "m"
+    with pytest.raises(InvalidRequest):
+        parse_chat_request(at_the_limit.replace(b"[", b"[[", 1).replace(b"]", b"]]", 1))
 
 
 def test_an_unexpected_exception_is_an_openai_shaped_500_and_one_log_line_without_the_body(caplog):
