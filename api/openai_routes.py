@@ -72,7 +72,7 @@ def parse_chat_request(raw: bytes) -> dict[str, Any]:
 
 def nested_deeper_than(value: dict[str, Any] | list[Any], limit: int) -> bool:
     """Whether ``value`` holds containers nested more than ``limit`` levels deep (``value`` itself is 1).
-    Level by level, with exact types (orjson's): 6x faster than a stack of (container, depth) pairs."""
+    Level by level, with the exact types orjson makes: a few ms for a 1 MB body."""
     level: list[Any] = [value]
     for _ in range(limit):
         level = [
