@@ -15,10 +15,11 @@ from starlette.exceptions import HTTPException
 from api import health, openai_routes, usage_routes
 from api.auth import CachedClientKeys, KeyStoreUnavailable, Unauthorized
 from api.jobs import QueueFull
-from api.limits import ActorLimited, BodyTooLarge, Limits
+from api.limits import ActorLimited, BodyTimeout, BodyTooLarge, Limits
 from api.openai_routes import InvalidRequest
 from api.state import ApiState
 from api.stream_hub import StreamHub
+from api.unexpected import UnexpectedErrors
 from shared.byok import UpstreamKeyCipher
 from shared.client_keys import ClientKeyStore
 from shared.config import Settings
@@ -68,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(openai_routes.router)
     app.include_router(health.router)
     app.include_router(usage_routes.router)
+    app.add_middleware(UnexpectedErrors)
 
     @app.exception_handler(InvalidRequest)
     async def invalid_request(_: Request, exc: InvalidRequest) -> Response:
@@ -94,6 +96,15 @@ def create_app(settings: Settings) -> FastAPI:
         message = f"the request body is larger than this gateway accepts ({exc.limit} bytes)"
         body = error_object(message, "invalid_request_error", "request_too_large")
         return JSONResponse(body, 413, headers={"Connection": "close"})  # the rest of the body is not read
+
+    @app.exception_handler(BodyTimeout)
+    async def body_timeout(_: Request, exc: BodyTimeout) -> Response:
+        body = error_object(
+            f"the request body did not arrive within {exc.seconds:g} seconds",
+            "invalid_request_error",
+            "request_timeout",
+        )
+        return JSONResponse(body, 408, headers={"Connection": "close"})
 
     @app.exception_handler(ActorLimited)
     async def actor_limited(_: Request, exc: ActorLimited) -> Response:

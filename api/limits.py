@@ -6,6 +6,7 @@ across API instances.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -19,6 +20,14 @@ class BodyTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(limit)
         self.limit = limit
+
+
+class BodyTimeout(Exception):
+    """The request body did not arrive within ``body_timeout`` seconds (HTTP 408)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
 
 
 class ActorLimited(Exception):
@@ -52,15 +61,20 @@ class Limits:
         )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, max_seconds: float) -> bytes:
     """The request body; BodyTooLarge as soon as it is known to exceed ``limit`` bytes: from its
-    Content-Length before reading anything, or while reading a body sent without one."""
+    Content-Length before reading anything, or while reading a body sent without one; BodyTimeout if the
+    whole body takes longer than ``max_seconds`` to arrive."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise BodyTooLarge(limit)
     body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > limit:
-            raise BodyTooLarge(limit)
+    try:
+        async with asyncio.timeout(max_seconds):
+            async for part in request.stream():
+                body += part
+                if len(body) > limit:
+                    raise BodyTooLarge(limit)
+    except TimeoutError:
+        raise BodyTimeout(max_seconds) from None
     return bytes(body)

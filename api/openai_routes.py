@@ -34,6 +34,18 @@ class InvalidRequest(Exception):
         self.param = param
 
 
+# The optional fields the gateway itself reads or rewrites (worker/chat.py), with the type each must have.
+READ_FIELDS: tuple[tuple[str, type, str], ...] = (
+    ("stream", bool, "a boolean"),
+    ("stream_options", dict, "an object"),
+    ("tools", list, "an array"),
+    ("n", int, "an integer"),
+)
+# orjson encodes at most 254 levels, and the queued job wraps the body in three more; real bodies (JSON
+# schemas of tools included) stay far below this.
+MAX_JSON_DEPTH = 128
+
+
 def parse_chat_request(raw: bytes) -> dict[str, Any]:
     try:
         body = orjson.loads(raw)
@@ -49,9 +61,31 @@ def parse_chat_request(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest("'messages' is required and must be a non-empty array", "messages")
     if not all(isinstance(message, dict) for message in messages):
         raise InvalidRequest("every item of 'messages' must be an object", "messages")
-    if "stream" in body and body["stream"] is not None and not isinstance(body["stream"], bool):
-        raise InvalidRequest("'stream' must be a boolean", "stream")
+    for name, expected, description in READ_FIELDS:
+        value = body.get(name)
+        if value is not None and type(value) is not expected:  # orjson makes exact types: True is no int
+            raise InvalidRequest(f"'{name}' must be {description}", name)
+    if not all(isinstance(tool, dict) for tool in body.get("tools") or ()):
+        raise InvalidRequest("every item of 'tools' must be an object", "tools")
+    if nested_deeper_than(body, MAX_JSON_DEPTH):
+        raise InvalidRequest(f"the request body nests JSON deeper than {MAX_JSON_DEPTH} levels")
     return body
+
+
+def nested_deeper_than(value: dict[str, Any] | list[Any], limit: int) -> bool:
+    """Whether ``value`` holds containers nested more than ``limit`` levels deep (``value`` itself is 1).
+    Level by level, with the exact types orjson makes: a few ms for a 1 MB body."""
+    level: list[Any] = [value]
+    for _ in range(limit):
+        level = [
+            child
+            for container in level
+            for child in (container.values() if type(container) is dict else container)
+            if type(child) is dict or type(child) is list
+        ]
+        if not level:
+            return False
+    return True
 
 
 def client_upstream_key(state: ApiState, request: Request) -> str | None:
@@ -76,7 +110,9 @@ def client_upstream_key(state: ApiState, request: Request) -> str | None:
 async def chat_completions(request: Request, state: State, actor: Caller) -> Response:
     received_at = time.monotonic()
     upstream_key = client_upstream_key(state, request)
-    body = parse_chat_request(await read_body(request, state.settings.max_body_bytes))
+    body = parse_chat_request(
+        await read_body(request, state.settings.max_body_bytes, state.settings.body_timeout)
+    )
     interception_id = str(uuid.uuid4())
     attributes = {
         "interception_id": interception_id,

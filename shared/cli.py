@@ -145,6 +145,7 @@ def _run_api(settings: Settings) -> int:
     import uvicorn
 
     from api.app import create_app
+    from api.http_protocol import http_protocol
 
     provider = configure_tracing("aibridge-api")
     uvicorn.run(
@@ -152,7 +153,7 @@ def _run_api(settings: Settings) -> int:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=http_protocol(settings),  # httptools, with the gateway's read timeouts and error shape
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.api_shutdown_timeout),  # SIGTERM: open streams may finish
     )

@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     send_actor_headers: bool = False
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    header_timeout: float = Field(default=10.0, gt=0)
+    body_timeout: float = Field(default=60.0, gt=0)
     max_concurrent_per_actor: int = Field(default=0, ge=0)
     requests_per_minute_per_actor: int = Field(default=0, ge=0)
 

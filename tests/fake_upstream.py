@@ -42,7 +42,15 @@ class RawReply:
     delay: float = 0.0
 
 
-Reply = SSEReply | RawReply
+@dataclass
+class StreamOrNot:
+    """``streamed`` to a request with ``"stream": true``, else ``blocking``."""
+
+    streamed: SSEReply
+    blocking: RawReply
+
+
+Reply = SSEReply | RawReply | StreamOrNot
 
 
 @dataclass
@@ -122,6 +130,8 @@ class FakeUpstream:
         scenario.received.append(received)
         index = len(scenario.received) - 1
         reply = scenario.replies[min(index, len(scenario.replies) - 1)]
+        if isinstance(reply, StreamOrNot):
+            reply = reply.streamed if body.get("stream") is True else reply.blocking
         if isinstance(reply, RawReply):
             return await self._raw(request, reply)
         return await self._sse(request, reply, received)

@@ -83,6 +83,13 @@ def test_upstream_unreachable_is_a_502(make_gateway):
     assert set(error) >= {"message", "type", "code"}
 
 
+def nested(depth: int) -> bytes:
+    """A valid chat body with a value nested ``depth`` levels deep."""
+    return b'{"model": "m", "messages": [{"role": "user", "content": "x"}], "metadata": %s}' % (
+        b"[" * depth + b"]" * depth
+    )
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [
@@ -93,6 +100,20 @@ def test_upstream_unreachable_is_a_502(make_gateway):
         (b'{"model": "m", "messages": []}', "messages"),
         (b'{"model": "m", "messages": ["x"]}', "messages"),
         (b'{"model": "m", "messages": [{"role": "user"}], "stream": "yes"}', "stream"),
+        (nested(300), None),  # orjson re-encodes at most 254 levels: these were a plain-text 500
+        (nested(1000), None),
+        (
+            b'{"model": "m", "messages": [{"role": "user"}], "stream": true, "stream_options": "x"}',
+            "stream_options",
+        ),
+        (
+            b'{"model": "m", "messages": [{"role": "user"}], "stream": true, "stream_options": []}',
+            "stream_options",
+        ),
+        (b'{"model": "m", "messages": [{"role": "user"}], "tools": "x"}', "tools"),
+        (b'{"model": "m", "messages": [{"role": "user"}], "tools": [1]}', "tools"),
+        (b'{"model": "m", "messages": [{"role": "user"}], "n": "2"}', "n"),
+        (b'{"model": "m", "messages": [{"role": "user"}], "n": true}', "n"),
     ],
 )
 def test_bad_request_is_a_400_and_nothing_is_enqueued(gateway, redis_client, body, param):

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
+import httpx2
 import orjson
 import pytest
 from aiohttp import StreamReader
 from aiohttp.base_protocol import BaseProtocol
+from fastapi import FastAPI, Request
 
-from api.openai_routes import InvalidRequest, resume_point
+from api.openai_routes import InvalidRequest, nested_deeper_than, parse_chat_request, resume_point
 from api.relay import sse_events
 from api.resume import Resume, resume_verdict
+from api.unexpected import UnexpectedErrors
 from shared.errors import normalize_error_body
 from shared.messages import MessageKind, StreamMessage
 from shared.sse import data_fields
@@ -184,3 +188,44 @@ def test_stream_messages_round_trip_through_redis_fields():
     assert (
         StreamMessage.from_fields(StreamMessage(kind=MessageKind.DONE).to_fields()).kind is MessageKind.DONE
     )
+
+
+def test_nesting_depth_counts_the_outer_container_as_one_level():
+    assert not nested_deeper_than({"a": [{"b": []}], "c": 1}, 4)
+    assert nested_deeper_than({"a": [{"b": []}], "c": 1}, 3)
+    assert not nested_deeper_than([], 1)
+    at_the_limit = b'{"model": "m", "messages": [{}], "x": %s}' % (b"[" * 127 + b"]" * 127)
+    assert parse_chat_request(at_the_limit)["model"] == "m"
+    with pytest.raises(InvalidRequest):
+        parse_chat_request(at_the_limit.replace(b"[", b"[[", 1).replace(b"]", b"]]", 1))
+
+
+def test_an_unexpected_exception_is_an_openai_shaped_500_and_one_log_line_without_the_body(caplog):
+    app = FastAPI()
+    app.add_middleware(UnexpectedErrors)
+
+    @app.post("/boom")
+    async def boom(request: Request) -> None:
+        await request.body()
+        raise RuntimeError("boom")
+
+    async def call() -> httpx2.Response:
+        transport = httpx2.ASGITransport(app=app)
+        async with httpx2.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            return await client.post("/boom", content=b"sk-secret-in-the-body")
+
+    with caplog.at_level(logging.ERROR, logger="api.unexpected"):
+        response = asyncio.run(call())
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/json"
+    assert response.json() == {
+        "error": {
+            "message": "the gateway failed while handling the request",
+            "type": "server_error",
+            "code": "internal_error",
+        }
+    }
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 1
+    assert lines[0].startswith("unexpected RuntimeError in POST /boom at ") and "test_units.py" in lines[0]
+    assert "sk-secret" not in caplog.text
