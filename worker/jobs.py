@@ -83,6 +83,9 @@ async def chat_completions(ctx: dict[str, Any], payload: dict[str, Any]) -> None
             await _report_worker_error(
                 stream, "the request was cancelled: its client disconnected", "client_disconnected"
             )
+        except RedisError as exc:  # an outage: the worker goes on, this job cannot
+            logger.warning("interception %s: Redis failed: %s", interception_id, exc)
+            await _report_worker_error(stream, "the gateway lost its queue while handling the request")
         except Exception:
             logger.exception("interception %s: worker error", interception_id)
             await _report_worker_error(stream, "the gateway failed while handling the request")
