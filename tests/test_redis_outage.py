@@ -21,6 +21,7 @@ from tests.gateway import Gateway
 OUTAGES = [0.0, 0.3, 0.1, 0.6, 0.0, 1.0, 0.2, 0.0, 0.4, 0.8] * 2  # seconds between the kill and the restart
 SERVES_WITHIN = 6.0  # seconds after Redis answers again
 SHUTDOWN_TIMEOUT = 2.0
+SLOW_CHUNKS = 100
 EXITS_WITHIN = 2 * SHUTDOWN_TIMEOUT + 1.5  # the jobs' window, the cleanup's, and the interpreter's exit
 
 
@@ -72,19 +73,30 @@ def serves(deployment: Gateway, model: str) -> bool:
     return response.status_code == 200 and b"back" in text and text.endswith(b"data: [DONE]\n\n")
 
 
-def load(deployment: Gateway, model: str, stop: threading.Event) -> None:
-    """Slow streams, one after another until ``stop``; the outages fail some of them, as they may."""
+def load(deployment: Gateway, model: str, stop: threading.Event, outcomes: list[str]) -> None:
+    """Slow streams, one after another until ``stop``, each ending in ``outcomes``: ``complete``,
+    ``error`` (an error event or an error answer), or what must never happen: ``cut`` (the stream ends without
+    an error or the end marker), ``gap`` (the end marker without every chunk and no error), ``hung``."""
     body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True}
     while not stop.is_set():
+        received = b""
         try:
             with httpx2.stream(
                 "POST", f"{deployment.base_url}/chat/completions", json=body, timeout=10
             ) as response:
-                for _ in response.iter_bytes():
+                for data in response.iter_bytes():
+                    received += data
                     if stop.is_set():
-                        break
+                        return
         except httpx2.HTTPError:
-            stop.wait(0.05)
+            outcomes.append("hung")
+            continue
+        if b'"error"' in received:
+            outcomes.append("error")
+        elif not received.endswith(b"data: [DONE]\n\n"):
+            outcomes.append("cut")
+        else:
+            outcomes.append("complete" if received.count(b'"slow"') == SLOW_CHUNKS else "gap")
 
 
 def test_the_worker_serves_again_after_each_of_twenty_redis_restarts_and_stops_in_time(own_redis, upstream):
@@ -92,10 +104,11 @@ def test_the_worker_serves_again_after_each_of_twenty_redis_restarts_and_stops_i
         own_redis.url, upstream.base_url, AIBRIDGE_WORKER_SHUTDOWN_TIMEOUT=str(SHUTDOWN_TIMEOUT)
     ).start(workers=1)
     worker = deployment.workers[0]
-    slow, _ = upstream.scenario(SSEReply(text_stream(["slow"] * 100), delay=0.03))
+    slow, _ = upstream.scenario(SSEReply(text_stream(["slow"] * SLOW_CHUNKS), delay=0.03))
     quick, _ = upstream.scenario(SSEReply(text_stream(["back"])))
     stop = threading.Event()
-    streams = [threading.Thread(target=load, args=(deployment, slow, stop)) for _ in range(6)]
+    outcomes: list[str] = []
+    streams = [threading.Thread(target=load, args=(deployment, slow, stop, outcomes)) for _ in range(6)]
     recoveries: list[float] = []
     try:
         for thread in streams:
@@ -120,12 +133,19 @@ def test_the_worker_serves_again_after_each_of_twenty_redis_restarts_and_stops_i
             worker.wait(EXITS_WITHIN)
         except subprocess.TimeoutExpired:
             pytest.fail(f"the worker ignored SIGTERM for {EXITS_WITHIN}s\n{deployment.logs()}")
-        assert time.monotonic() - sent < EXITS_WITHIN
+        stopped_in = time.monotonic() - sent
+        assert stopped_in < EXITS_WITHIN
     finally:
         stop.set()
         for thread in streams:
             thread.join(15)
         deployment.stop()
-    print(f"recovered after {len(recoveries)} restarts, at most {max(recoveries):.2f}s after Redis answered")
+    print(
+        f"served again after each of {len(recoveries)} restarts, at most {max(recoveries):.2f}s after Redis"
+        f" answered; stopped {stopped_in:.2f}s after SIGTERM"
+    )
+    print("load streams:", {outcome: outcomes.count(outcome) for outcome in set(outcomes)})
+    assert set(outcomes) <= {"complete", "error"}, outcomes
     output = deployment.output()
-    assert "Traceback" not in output.split("shutdown on SIGTERM")[0], output[-6000:]
+    before_sigterm = output.split("shutdown on SIGTERM")[0]
+    assert "Traceback" not in before_sigterm, before_sigterm[before_sigterm.find("Traceback") - 500 :][:6000]
