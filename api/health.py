@@ -8,6 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import RedisError
 
 from api.state import State
+from shared.status import read_status
 
 router = APIRouter()
 
@@ -32,11 +33,8 @@ async def readyz(state: State) -> JSONResponse:
 @router.get("/metrics")
 async def metrics(state: State) -> Response:
     """Prometheus metrics; queue depth, running jobs and live workers are read from Redis at each scrape."""
-    async with state.redis.pipeline(transaction=False) as pipe:
-        pipe.llen(state.keys.pending)
-        pipe.zcard(state.keys.queue)
-        waiting, queued = await pipe.execute()
-    state.metrics.queue_depth.set(waiting)
-    state.metrics.jobs_in_progress.set(max(0, queued - waiting))
-    state.metrics.live_workers.set(await state.live_workers())
+    status = await read_status(state.redis, state.keys, state.settings.heartbeat_timeout)
+    state.metrics.queue_depth.set(status.waiting)
+    state.metrics.jobs_in_progress.set(status.in_progress)
+    state.metrics.live_workers.set(status.live_workers)
     return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -26,10 +26,21 @@ class PromptCheckoutPool(ConnectionPool):
     That check (``can_read_destructive``) waits a loop iteration for a read that times out at once, while
     holding the pool's lock: on a busy process every command then queues for the lock behind every other one,
     and a worker took seconds to pick up jobs while it streamed hundreds of others. A connection never comes
-    back with a reply unread: redis-py drops a connection whose command failed or was cancelled."""
+    back with a reply unread: redis-py drops a connection whose command failed or was cancelled. One the
+    server closed (a Redis restart) is reopened before use, from what the event loop already knows."""
 
     async def ensure_connection(self, connection: AbstractConnection) -> None:
-        await connection.connect()
+        await connect_afresh_if_closed(connection)
+
+
+async def connect_afresh_if_closed(connection: AbstractConnection) -> None:
+    """Connect ``connection``; reconnect it first if the server closed it (its end-of-file already read by the
+    event loop, no syscall): after a Redis restart every idle connection is such, and the first command on
+    each would otherwise fail although the new server answers."""
+    reader = connection._reader
+    if reader is not None and reader.at_eof():
+        await connection.disconnect(nowait=True)
+    await connection.connect()
 
 
 async def connect(url: str, keys: RedisKeys) -> ArqRedis:
@@ -65,7 +76,7 @@ class PackedConnection:
         next call."""
         connection = self._connection
         try:
-            await connection.connect()
+            await connect_afresh_if_closed(connection)
             await connection.send_packed_command(
                 b"".join(map(hiredis.pack_command, commands)), check_health=False
             )

@@ -29,12 +29,14 @@ class Status:
 
 
 async def read_status(redis: Redis, keys: RedisKeys, heartbeat_timeout: float) -> Status:
+    """What the queue and the workers are doing. Jobs in progress are those the live workers announced with
+    their last heartbeat: a job whose worker died (its queue entry and arq's in-progress key outlive it for
+    up to ``job_timeout``) stops counting once that worker's heartbeat is ``heartbeat_timeout`` old."""
     async with redis.pipeline(transaction=False) as pipe:
         pipe.llen(keys.pending)
-        pipe.zcard(keys.queue)
         pipe.lindex(keys.pending, 0)
         pipe.zrange(keys.workers, 0, -1, withscores=True)
-        waiting, queued, oldest_id, announced = await pipe.execute()
+        waiting, oldest_id, announced = await pipe.execute()
     async with redis.pipeline(transaction=False) as pipe:
         pipe.zscore(keys.queue, oldest_id or b"")
         for worker_id, _ in announced:
@@ -51,12 +53,13 @@ async def read_status(redis: Redis, keys: RedisKeys, heartbeat_timeout: float) -
         for (worker_id, heartbeat), description in zip(announced, descriptions, strict=True)
     ]
     now = time.time()
+    live = [worker for worker in workers if now - worker.last_heartbeat <= heartbeat_timeout]
     return Status(
         waiting=waiting,
-        in_progress=max(0, queued - waiting),
+        in_progress=sum(worker.jobs for worker in live),
         oldest_waiting_since=oldest_score / 1000 if oldest_score is not None else None,
         workers=workers,
-        live_workers=sum(1 for worker in workers if now - worker.last_heartbeat <= heartbeat_timeout),
+        live_workers=len(live),
     )
 
 

@@ -44,9 +44,15 @@ async def chat_completions(ctx: dict[str, Any], payload: dict[str, Any]) -> None
         lifetime=settings.job_timeout + settings.stream_retention,
         lease=lease,
     )
-    if await stream.begin(deps.keys.cancelled(interception_id)):
-        logger.info("interception %s: client left before the job started", interception_id)
-        await stream.expire()
+    try:
+        client_left = await stream.begin(deps.keys.cancelled(interception_id))
+        if client_left:
+            logger.info("interception %s: client left before the job started", interception_id)
+            await stream.expire()
+    except RedisError as exc:  # an outage as the job starts: its client gets its error from the API
+        logger.warning("interception %s: Redis failed as the job started: %s", interception_id, exc)
+        return
+    if client_left:
         return
     try:
         headers = upstream_headers(job, settings, deps.cipher)
@@ -83,6 +89,9 @@ async def chat_completions(ctx: dict[str, Any], payload: dict[str, Any]) -> None
             await _report_worker_error(
                 stream, "the request was cancelled: its client disconnected", "client_disconnected"
             )
+        except RedisError as exc:  # an outage: the worker goes on, this job cannot
+            logger.warning("interception %s: Redis failed: %s", interception_id, exc)
+            await _report_worker_error(stream, "the gateway lost its queue while handling the request")
         except Exception:
             logger.exception("interception %s: worker error", interception_id)
             await _report_worker_error(stream, "the gateway failed while handling the request")

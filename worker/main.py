@@ -21,6 +21,10 @@ from worker.pickup import ListPickupWorker
 
 logger = logging.getLogger(__name__)
 
+CLEANUP_TIMEOUT = 10.0
+"""Seconds a stopping worker gives its cleanup (the stopped jobs' error reports, records, deregistration)
+after its running jobs had their ``worker_shutdown_timeout``: whatever Redis or the database do, it exits."""
+
 
 def build_worker(settings: Settings, redis: ArqRedis) -> ListPickupWorker:
     keys = RedisKeys(settings.key_prefix)
@@ -61,7 +65,13 @@ def run_worker(settings: Settings) -> None:
         try:
             await worker.async_run()
         finally:
-            await worker.close()
+            try:
+                async with asyncio.timeout(CLEANUP_TIMEOUT):
+                    await worker.close()
+            except TimeoutError:
+                logger.warning(
+                    "the worker's cleanup took over %.0fs: exiting without the rest", CLEANUP_TIMEOUT
+                )
 
     with contextlib.suppress(asyncio.CancelledError):
         uvloop.run(serve())

@@ -21,6 +21,9 @@ from redis.typing import EncodableT
 from shared.redis import PackedConnection
 
 Command = Sequence[EncodableT]
+Batch = list[tuple[list[Command], "asyncio.Future[list[Any]]"]]
+
+STOPPED = "the stream writer stopped"
 
 MIN_FLUSH_SPACING = 0.001
 BUSY_BATCH = 4
@@ -29,7 +32,8 @@ BUSY_BATCH = 4
 class CoalescingWriter:
     def __init__(self, redis: Redis) -> None:
         self._connection = PackedConnection(redis)
-        self._queued: list[tuple[list[Command], asyncio.Future[list[Any]]]] = []
+        self._queued: Batch = []
+        self._in_flight: Batch = []
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -41,14 +45,14 @@ class CoalescingWriter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for _, done in self._queued:
-            if not done.done():
-                done.set_exception(RedisConnectionError("the stream writer stopped"))
         await self._connection.close()
 
     async def write(self, commands: list[Command]) -> list[Any]:
         """Run ``commands`` (Redis commands as argument lists) in the next flush and return their raw replies;
-        raises what Redis raised."""
+        raises what Redis raised, and at once if the writer is not running (never started, stopped, or
+        cancelled with the rest of the worker's tasks)."""
+        if self._task is None or self._task.done():
+            raise RedisConnectionError(STOPPED)
         done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._queued.append((commands, done))
         self._ready.set()
@@ -58,18 +62,23 @@ class CoalescingWriter:
         loop = asyncio.get_running_loop()
         flushed_at = 0.0
         busy = False
-        while True:
-            await self._ready.wait()
-            # let the other jobs woken in this loop turn (when busy: since the last flush) queue their writes too
-            await asyncio.sleep(max(0.0, flushed_at + MIN_FLUSH_SPACING - loop.time()) if busy else 0)
-            flushed_at = loop.time()
-            self._ready.clear()
-            batch, self._queued = self._queued, []
-            busy = len(batch) >= BUSY_BATCH
-            if batch:
-                await self._flush(batch)
+        try:
+            while True:
+                await self._ready.wait()
+                # let the other jobs woken in this loop turn (when busy: since the last flush) queue theirs too
+                await asyncio.sleep(max(0.0, flushed_at + MIN_FLUSH_SPACING - loop.time()) if busy else 0)
+                flushed_at = loop.time()
+                self._ready.clear()
+                self._in_flight, self._queued = self._queued, []
+                busy = len(self._in_flight) >= BUSY_BATCH
+                if self._in_flight:
+                    await self._flush(self._in_flight)
+        finally:  # however the task ends, no write waits for a flush that will never come
+            for _, done in [*self._in_flight, *self._queued]:
+                if not done.done():
+                    done.set_exception(RedisConnectionError(STOPPED))
 
-    async def _flush(self, batch: list[tuple[list[Command], asyncio.Future[list[Any]]]]) -> None:
+    async def _flush(self, batch: Batch) -> None:
         try:
             replies = await self._connection.execute(
                 [command for commands, _ in batch for command in commands]
