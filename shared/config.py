@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     worker_metrics_port: int | None = Field(default=None, ge=1, le=65535)
 
     database_url: str = "sqlite+aiosqlite:///aibridge.db"
+    auto_migrate: bool = True
+    record_outbox_maxlen: int = Field(default=1_000_000, ge=100)
+    record_claim_idle: float = Field(default=30.0, gt=0)
 
     auth: Literal["keys", "none"] = "keys"
     key_cache_ttl: float = Field(default=5.0, ge=0)

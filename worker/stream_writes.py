@@ -49,10 +49,14 @@ class CoalescingWriter:
     async def write(self, commands: list[Command]) -> list[Any]:
         """Run ``commands`` (Redis commands as argument lists) in the next flush and return their raw replies;
         raises what Redis raised."""
+        return await self.send(commands)
+
+    def send(self, commands: list[Command]) -> asyncio.Future[list[Any]]:
+        """``write`` without waiting: the future of its replies."""
         done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         self._queued.append((commands, done))
         self._ready.set()
-        return await done
+        return done
 
     async def _flush_forever(self) -> None:
         loop = asyncio.get_running_loop()
