@@ -106,15 +106,18 @@ def _check_schema(settings: Settings) -> int | None:
     """Migrates a usage database that is behind (unless AIBRIDGE_AUTO_MIGRATE=false: then the exit code 2,
     with one line naming the command to run). A database that does not answer is no reason not to start:
     records wait in the outbox until it does."""
-    from shared.recording.migrate import SchemaBehind, ensure_schema
+    from shared.recording.migrate import HEAD, SchemaBehind, ensure_schema
 
+    logger = logging.getLogger(__name__)
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)  # a line per connection
     try:
-        asyncio.run(ensure_schema(settings.database_url, auto_migrate=settings.auto_migrate))
+        if asyncio.run(ensure_schema(settings.database_url, auto_migrate=settings.auto_migrate)):
+            logger.info("migrated the usage database to revision %s", HEAD)
     except SchemaBehind as exc:
         print(f"aibridge: {exc}", file=sys.stderr)
         return 2
     except (OSError, SQLAlchemyError) as exc:
-        logging.getLogger(__name__).warning(
+        logger.warning(
             "could not check the usage database's schema (%s): records wait in Redis until it answers "
             "and has the schema (`aibridge db upgrade`)",
             type(getattr(exc, "orig", None) or exc).__name__,

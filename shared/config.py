@@ -60,7 +60,7 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite+aiosqlite:///aibridge.db"
     auto_migrate: bool = True
-    record_outbox_maxlen: int = Field(default=1_000_000, ge=100)
+    record_outbox_maxlen: int = Field(default=500_000, ge=100)
     record_claim_idle: float = Field(default=30.0, gt=0)
 
     auth: Literal["keys", "none"] = "keys"
