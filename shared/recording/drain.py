@@ -92,15 +92,14 @@ class RecordDrainer:
         """Stops, letting the batch in hand be written for at most ``timeout`` seconds; what is not acknowledged
         stays in the outbox for another consumer. Leaves the group if it holds no entries."""
         self._closing = True
-        drain, *others = self._tasks or [None]
-        for task in others:
-            task.cancel()
-        if drain is not None:
-            if not self._batch:
+        if self._tasks:
+            drain, sweep = self._tasks
+            sweep.cancel()
+            if not self._batch:  # only waiting for entries
                 drain.cancel()
-            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):
-                await asyncio.wait_for(drain, timeout)  # wait_for cancels it on timeout
-        await asyncio.gather(*others, return_exceptions=True)
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):  # a crash: logged
+                await asyncio.wait_for(drain, timeout)  # cancelled on timeout
+            await asyncio.gather(sweep, return_exceptions=True)
         with contextlib.suppress(RedisError):
             held = await self._redis.xpending_range(self._keys.records, GROUP, "-", "+", 1, self._consumer)
             if not held:
