@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("arq.worker").setLevel(logging.WARNING)  # its job lines would log request bodies
         logging.getLogger("httpx2").setLevel(logging.WARNING)  # a line per MCP request
         logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    if args.command in ("api", "worker") and (refused := _check_schema(settings)) is not None:
+        return refused
     if args.command == "api":
         return _run_api(settings)
     if args.command == "db":
@@ -98,6 +100,29 @@ def _upgrade_database(settings: Settings) -> int:
         return 1
     print("aibridge: the usage database is up to date", file=sys.stderr)
     return 0
+
+
+def _check_schema(settings: Settings) -> int | None:
+    """Migrates a usage database that is behind (unless AIBRIDGE_AUTO_MIGRATE=false: then the exit code 2,
+    with one line naming the command to run). A database that does not answer is no reason not to start:
+    records wait in the outbox until it does."""
+    from shared.recording.migrate import HEAD, SchemaBehind, ensure_schema
+
+    logger = logging.getLogger(__name__)
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)  # a line per connection
+    try:
+        if asyncio.run(ensure_schema(settings.database_url, auto_migrate=settings.auto_migrate)):
+            logger.info("migrated the usage database to revision %s", HEAD)
+    except SchemaBehind as exc:
+        print(f"aibridge: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, SQLAlchemyError) as exc:
+        logger.warning(
+            "could not check the usage database's schema (%s): records wait in Redis until it answers "
+            "and has the schema (`aibridge db upgrade`)",
+            type(getattr(exc, "orig", None) or exc).__name__,
+        )
+    return None
 
 
 def _print_usage(settings: Settings, since: str, by: str | None) -> int:

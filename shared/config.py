@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     metrics_max_label_values: int = Field(default=100, ge=1)
 
     database_url: str = "sqlite+aiosqlite:///aibridge.db"
+    auto_migrate: bool = True
+    record_outbox_maxlen: int = Field(default=500_000, ge=100)
+    record_claim_idle: float = Field(default=30.0, gt=0)
 
     auth: Literal["keys", "none"] = "keys"
     key_cache_ttl: float = Field(default=5.0, ge=0)

@@ -29,6 +29,16 @@ class RedisKeys:
         """Sorted set: worker id -> time of its last heartbeat (epoch seconds)."""
         return f"{self.prefix}workers"
 
+    @property
+    def records(self) -> str:
+        """Stream of usage records waiting for the database (see shared/recording/outbox.py)."""
+        return f"{self.prefix}records"
+
+    @property
+    def open_interceptions(self) -> str:
+        """Hash: interception id -> the worker running it, from its started record to its ended one."""
+        return f"{self.prefix}recording:open"
+
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}worker:{worker_id}"
 

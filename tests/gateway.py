@@ -66,9 +66,8 @@ class Gateway:
         )
 
     def start(self, workers: int = 1, wait_ready: bool = True) -> Gateway:
-        if "AIBRIDGE_DATABASE_URL" not in self.env:
+        if "AIBRIDGE_DATABASE_URL" not in self.env:  # a new file: the API and the workers migrate it at start
             self.env["AIBRIDGE_DATABASE_URL"] = f"sqlite+aiosqlite:///{self._logs / 'records.db'}"
-            migrate(self.env["AIBRIDGE_DATABASE_URL"])
         self.api = self._spawn("api")
         for _ in range(workers):
             self.add_worker()

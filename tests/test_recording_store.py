@@ -1,4 +1,4 @@
-"""The usage records' store, migrations, buffered recorder, read API and report, against SQLite and
+"""The usage records' store, migrations, outbox, read API and report, against SQLite and
 PostgreSQL (``AIBRIDGE_TEST_POSTGRES_URL``, else the local server; its tests skip when none answers)."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -24,12 +25,16 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
+from redis.asyncio import Redis
 from sqlalchemy.exc import DBAPIError
 
 from api.usage_routes import router as usage_router
+from shared.keys import RedisKeys
 from shared.local import free_port
-from shared.recording.buffered import BufferedRecorder
+from shared.recording.drain import GROUP, RecordDrainer
+from shared.recording.lost import end_lost_interceptions
 from shared.recording.migrate import HEAD, VERSION_TABLE, current_revision, upgrade
+from shared.recording.outbox import OutboxRecorder
 from shared.recording.records import (
     InterceptionEnded,
     InterceptionStarted,
@@ -42,10 +47,11 @@ from shared.recording.report import ReportError, format_usage_table, usage_repor
 from shared.recording.schema import metadata
 from shared.recording.store import InvalidCursor, InvalidRecord, RecordStore, async_url
 from shared.recording.times import parse_time
+from worker.stream_writes import CoalescingWriter
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 PG_URL = os.environ.get("AIBRIDGE_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-BUFFERED_LOGGER = "shared.recording.buffered"
+RECORDING_LOGGERS = ("shared.recording.record_writer", "shared.recording.drain", "shared.recording.outbox")
 
 
 def run(coro: Awaitable[Any], timeout: float = 30) -> Any:
@@ -56,6 +62,14 @@ async def wait_until(predicate: Callable[[], bool], within: float = 5) -> None:
     deadline = time.monotonic() + within
     while not predicate():
         assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.01)
+
+
+async def wait_until_true(read: Callable[[], Awaitable[Any]], expected: Any, within: float = 5) -> None:
+    """Until ``await read()`` is ``expected``."""
+    deadline = time.monotonic() + within
+    while (got := await read()) != expected:
+        assert time.monotonic() < deadline, f"timed out waiting: {got!r}, not {expected!r}"
         await asyncio.sleep(0.01)
 
 
@@ -563,39 +577,124 @@ def test_usage_groups_by_actor_model_and_utc_day(db_url: str) -> None:
     run(body())
 
 
-# -- the buffered recorder --
+# -- the outbox: records in a Redis Stream, drained into the database --
 
 
-def test_buffered_recorder_writes_batches_and_flushes_on_close(db_url: str) -> None:
+@dataclass
+class Outbox:
+    """A worker's recording on a real Redis, under a key prefix of the test's own."""
+
+    recorder: OutboxRecorder
+    drainer: RecordDrainer  # the worker's (started)
+    another: Callable[..., RecordDrainer]  # another worker's drainer (started): consumer name, options
+    redis: Redis
+    keys: RedisKeys
+
+    async def waiting(self) -> int:
+        """How many records the outbox holds."""
+        return await self.redis.xlen(self.keys.records)
+
+
+@asynccontextmanager
+async def outbox(
+    redis_url: str, store: RecordStore, maxlen: int = 10_000, **options: Any
+) -> AsyncIterator[Outbox]:
+    redis = Redis.from_url(redis_url)
+    keys = RedisKeys(f"test-outbox-{uuid.uuid4().hex[:8]}:")
+    writes = CoalescingWriter(redis)
+    writes.start()
+    drainers: list[RecordDrainer] = []
+
+    def drainer(consumer: str = "w1", **more: Any) -> RecordDrainer:
+        made = RecordDrainer(
+            redis, store, keys, consumer, maxlen=maxlen, heartbeat_timeout=60, **{**options, **more}
+        )
+        made.start()
+        drainers.append(made)
+        return made
+
+    try:
+        yield Outbox(OutboxRecorder(writes, keys, "w1", maxlen), drainer(), drainer, redis, keys)
+    finally:
+        for made in drainers:
+            await made.close(timeout=1)
+        await writes.stop()
+        await redis.delete(keys.records, keys.open_interceptions, keys.workers)
+        await redis.aclose()
+
+
+def test_the_outbox_drains_into_the_database_and_keeps_what_a_stopped_worker_left(
+    db_url: str, redis_url: str
+) -> None:
     async def body() -> None:
-        async with opened(db_url) as store:
-            recorder = BufferedRecorder(store, flush_interval=0.05)
-            recorder.start()
+        async with opened(db_url) as store, outbox(redis_url, store) as box:
             for record in one_interception("b-1"):
-                recorder.record(record)
-            await wait_until(lambda: recorder.written == 7)
+                box.recorder.record(record)
+            await wait_until(lambda: box.drainer.writer.written == 7)
             assert await store.get_interception("b-1") == expected_interception("b-1")
+            await wait_until_true(box.waiting, 0)  # acknowledged and deleted once committed
+            assert await box.redis.hlen(box.keys.open_interceptions) == 0  # started, then ended
 
-            # a full batch goes at once, without waiting for flush_interval
-            for index in range(3):
-                recorder.record(started(f"full-{index}"))
-            patient = BufferedRecorder(store, batch_size=3, flush_interval=60)
-            patient.start()
-            for index in range(3):
-                patient.record(started(f"batch-{index}"))
-            await wait_until(lambda: patient.written == 3, within=3)
-
-            # what is left is written by close()
-            patient.record(started("left-over"))
-            await asyncio.sleep(0.05)
-            assert (patient.written, patient.pending) == (3, 1)
-            await patient.close(timeout=5)
-            assert (patient.written, patient.pending, patient.dropped, patient.failures) == (4, 0, 0, 0)
+            await box.drainer.close(
+                timeout=5
+            )  # the worker stops; a record still comes (an interception's end)
+            box.recorder.record(started("left-over"))
+            await box.recorder.flushed(timeout=5)
+            assert await box.waiting() == 1  # not lost: it waits in Redis
+            later = box.another("w2")  # the next worker writes it
+            await wait_until(lambda: later.writer.written == 1)
             assert (await store.get_interception("left-over"))["model"] == "gpt-4o"
-            patient.record(started("after-close"))  # neither raises nor blocks: counted as dropped
-            assert patient.dropped == 1
-            await recorder.close()
-            assert (recorder.written, recorder.dropped, recorder.failures, recorder.rejected) == (10, 0, 0, 0)
+            assert (box.recorder.dropped, box.drainer.writer.failures, box.drainer.writer.rejected) == (
+                0,
+                0,
+                0,
+            )
+
+    run(body())
+
+
+def test_a_dead_consumers_records_are_claimed_and_stored_once(db_url: str, redis_url: str) -> None:
+    async def body() -> None:
+        async with opened(db_url) as store, outbox(redis_url, store, claim_idle=0.5) as box:
+            await wait_until_true(lambda: box.redis.exists(box.keys.records), 1)  # the group is made
+            await box.drainer.close(timeout=5)  # no consumer reads, until the dead one takes the entries
+            records = one_interception("c-1")
+            for record in records:
+                box.recorder.record(record)
+            await box.recorder.flushed(timeout=5)
+            taken = await box.redis.xreadgroup(GROUP, "dead", {box.keys.records: ">"}, count=100)
+            assert len(taken[0][1]) == 7
+            await store.write(records[:4])  # it committed some of them, then died before acknowledging
+            survivor = box.another("w2")
+            await wait_until(lambda: survivor.writer.written == 7)
+            assert await store.get_interception("c-1") == expected_interception("c-1")  # no duplicate
+            await wait_until_true(box.waiting, 0)
+            assert (await box.redis.xpending(box.keys.records, GROUP))["pending"] == 0
+            deadline = time.monotonic() + 5  # the silent consumer is forgotten once it holds nothing
+            while b"dead" in {c["name"] for c in await box.redis.xinfo_consumers(box.keys.records, GROUP)}:
+                assert time.monotonic() < deadline, "the dead consumer is still in the group"
+                await asyncio.sleep(0.05)
+
+    run(body())
+
+
+def test_interceptions_of_dead_workers_end_once_as_worker_lost(db_url: str, redis_url: str) -> None:
+    async def body() -> None:
+        async with opened(db_url) as store, outbox(redis_url, store) as box:
+            box.recorder.record(started("alive"))
+            box.recorder.record(started("orphan"))
+            await box.recorder.flushed(timeout=5)
+            assert await box.redis.hgetall(box.keys.open_interceptions) == {b"alive": b"w1", b"orphan": b"w1"}
+            await box.redis.hset(
+                box.keys.open_interceptions, "orphan", "gone"
+            )  # a worker whose heartbeat stopped
+            await box.redis.zadd(box.keys.workers, {"w1": time.time(), "gone": time.time() - 120})
+            sweeps = [end_lost_interceptions(box.redis, box.keys, 15, 1000) for _ in range(3)]
+            assert sorted(await asyncio.gather(*sweeps)) == [0, 0, 1]  # workers sweeping at once: one ends it
+            await wait_until(lambda: box.drainer.writer.written == 3)
+            assert (await store.get_interception("orphan"))["outcome"] == "worker_lost"
+            assert (await store.get_interception("alive"))["outcome"] is None
+            assert await box.redis.hkeys(box.keys.open_interceptions) == [b"alive"]
 
     run(body())
 
@@ -665,52 +764,55 @@ async def outage(
 
 
 def warnings_about(caplog: pytest.LogCaptureFixture, text: str) -> int:
-    return sum(1 for r in caplog.records if r.name == BUFFERED_LOGGER and text in r.getMessage())
+    return sum(1 for r in caplog.records if r.name in RECORDING_LOGGERS and text in r.getMessage())
 
 
-def test_buffered_recorder_keeps_records_through_an_outage(
-    empty_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+def test_the_outbox_keeps_records_through_an_outage(
+    empty_url: str, redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger=BUFFERED_LOGGER)
+    caplog.set_level(logging.WARNING)
     if not is_postgres(empty_url):  # a database in a folder of its own, to move away
         empty_url = f"sqlite+aiosqlite:///{tmp_path / 'db' / 'records.db'}"
         (tmp_path / "db").mkdir()
     run(upgrade(empty_url))
 
     async def body() -> None:
-        async with outage(empty_url, tmp_path) as (url, back, proxy), opened(url) as store:
-            recorder = BufferedRecorder(store, flush_interval=0.01, retry_initial=0.02, retry_max=0.1)
-            recorder.start()
+        async with (
+            outage(empty_url, tmp_path) as (url, back, proxy),
+            opened(url) as store,
+            outbox(redis_url, store, retry_initial=0.02, retry_max=0.1) as box,
+        ):
+            writer = box.drainer.writer
             for record in one_interception("o-1"):
-                recorder.record(record)
-            await wait_until(lambda: recorder.failures >= 4)
-            assert (recorder.written, recorder.pending, recorder.dropped) == (0, 7, 0)
+                box.recorder.record(record)
+            await wait_until(lambda: writer.failures >= 4)
+            assert (writer.written, await box.waiting(), box.recorder.dropped) == (0, 7, 0)
             await back()
-            await wait_until(lambda: recorder.written == 7)
+            await wait_until(lambda: writer.written == 7)
             assert await store.get_interception("o-1") == expected_interception("o-1")
             assert warnings_about(caplog, "database is unavailable") == 1
             assert warnings_about(caplog, "database is back") == 1
 
             if proxy is not None:  # the database goes away under a pooled connection, then comes back
                 await proxy.stop()
-                failures = recorder.failures
+                failures = writer.failures
                 for record in one_interception("o-2"):
-                    recorder.record(record)
-                await wait_until(lambda: recorder.failures >= failures + 2)
-                assert recorder.written == 7
+                    box.recorder.record(record)
+                await wait_until(lambda: writer.failures >= failures + 2)
+                assert writer.written == 7
                 await proxy.start()
-                await wait_until(lambda: recorder.written == 14)
+                await wait_until(lambda: writer.written == 14)
                 assert await store.get_interception("o-2") == expected_interception("o-2")
                 assert warnings_about(caplog, "database is unavailable") == 2
                 assert warnings_about(caplog, "database is back") == 2
-            await recorder.close()
-            assert (recorder.dropped, recorder.rejected, recorder.pending) == (0, 0, 0)
-        assert not [r for r in caplog.records if r.name == BUFFERED_LOGGER and r.exc_info]
+            await wait_until_true(box.waiting, 0)
+            assert (box.recorder.dropped, writer.rejected) == (0, 0)
+        assert not [r for r in caplog.records if r.name in RECORDING_LOGGERS and r.exc_info]
 
     run(body())
 
 
-def test_buffered_recorder_waits_out_another_writers_lock(tmp_path: Path) -> None:
+def test_the_outbox_waits_out_another_writers_lock(tmp_path: Path, redis_url: str) -> None:
     """SQLite shared by several processes: a write lock held elsewhere delays records, it loses none."""
     path = tmp_path / "records.db"
     url = f"sqlite+aiosqlite:///{path}"
@@ -720,85 +822,84 @@ def test_buffered_recorder_waits_out_another_writers_lock(tmp_path: Path) -> Non
         holder = sqlite3.connect(path, isolation_level=None)
         holder.execute("BEGIN IMMEDIATE")  # another writer, holding on
         try:
-            async with opened(url, sqlite_busy_timeout=0.05) as store:
-                recorder = BufferedRecorder(store, flush_interval=0.01, retry_initial=0.02, retry_max=0.05)
-                recorder.start()
+            async with (
+                opened(url, sqlite_busy_timeout=0.05) as store,
+                outbox(redis_url, store, retry_initial=0.02, retry_max=0.05) as box,
+            ):
+                writer = box.drainer.writer
                 for record in one_interception("l-1"):
-                    recorder.record(record)
-                await wait_until(lambda: recorder.failures >= 3)
-                assert (recorder.written, recorder.rejected, recorder.pending) == (0, 0, 7)
+                    box.recorder.record(record)
+                await wait_until(lambda: writer.failures >= 3)
+                assert (writer.written, writer.rejected, await box.waiting()) == (0, 0, 7)
                 holder.execute("COMMIT")
-                await wait_until(lambda: recorder.written == 7)
-                await recorder.close()
+                await wait_until(lambda: writer.written == 7)
                 assert await store.get_interception("l-1") == expected_interception("l-1")
-                assert (recorder.rejected, recorder.dropped) == (0, 0)
+                assert (writer.rejected, box.recorder.dropped) == (0, 0)
         finally:
             holder.close()
 
     run(body())
 
 
-def test_buffered_recorder_drops_the_oldest_when_full(db_url: str, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger=BUFFERED_LOGGER)
-
+def test_the_outbox_drops_the_oldest_past_its_cap(db_url: str, redis_url: str) -> None:
     async def body() -> None:
-        async with opened(db_url) as store:
-            recorder = BufferedRecorder(store, max_buffer=5, flush_interval=60)
+        async with opened(db_url) as store, outbox(redis_url, store, maxlen=5) as box:
+            await box.drainer.close(timeout=5)  # no worker drains for a while
             for index in range(8):
-                recorder.record(started(f"s{index}", at=T0 + s(index)))
-            assert (recorder.dropped, recorder.pending) == (3, 5)
-            recorder.start()
-            await recorder.close(timeout=5)
-            assert (recorder.written, recorder.dropped) == (5, 3)
+                box.recorder.record(started(f"s{index}", at=T0 + s(index)))
+            await box.recorder.flushed(timeout=5)
+            assert await box.waiting() == 5
+            drainer = box.another("w2")
+            await wait_until(lambda: drainer.writer.written == 5)
             items, _ = await store.list_interceptions()
             assert [item["id"] for item in items] == ["s7", "s6", "s5", "s4", "s3"]
-        assert warnings_about(caplog, "buffer full") == 1
 
     run(body())
 
 
-def test_buffered_recorder_close_is_bounded_while_the_database_is_down(
-    empty_url: str, tmp_path: Path
+def test_stopping_is_bounded_while_the_database_is_down_and_loses_nothing(
+    empty_url: str, redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.WARNING)
     if is_postgres(empty_url):
         url = sa.make_url(empty_url).set(host="127.0.0.1", port=free_port()).render_as_string(False)
     else:
         url = f"sqlite+aiosqlite:///{tmp_path / 'missing' / 'records.db'}"
 
     async def body() -> None:
-        async with opened(url) as store:
-            recorder = BufferedRecorder(store, flush_interval=0, retry_initial=0.05, retry_max=0.1)
-            recorder.start()
+        async with opened(url) as store, outbox(redis_url, store, maxlen=3, retry_initial=0.05) as box:
             for index in range(3):
-                recorder.record(started(f"d{index}"))
+                box.recorder.record(started(f"d{index}"))
+            await wait_until(lambda: box.drainer.writer.failures >= 2)
             began = time.monotonic()
-            await recorder.close(timeout=0.3)
+            await box.drainer.close(timeout=0.3)
             assert time.monotonic() - began < 1.5
-            assert (recorder.written, recorder.dropped, recorder.pending) == (0, 3, 0)
-            assert recorder.failures >= 1
-            recorder.record(started("late"))
-            assert recorder.dropped == 4
+            assert (box.drainer.writer.written, box.recorder.dropped, await box.waiting()) == (0, 0, 3)
+            pending = await box.redis.xpending(box.keys.records, GROUP)
+            assert pending["pending"] == 3  # held by the stopped worker: another claims them
+            assert warnings_about(caplog, "3 records wait in the outbox (cap 3)") == 1
 
     run(body())
 
 
-def test_buffered_recorder_skips_a_record_the_database_refuses(
-    db_url: str, caplog: pytest.LogCaptureFixture
+def test_the_outbox_skips_a_record_the_database_refuses(
+    db_url: str, redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger=BUFFERED_LOGGER)
+    caplog.set_level(logging.WARNING)
 
     async def body() -> None:
-        async with opened(db_url) as store:
-            recorder = BufferedRecorder(store, flush_interval=0.01)
-            recorder.start()
-            recorder.record(started("r"))
-            recorder.record(tokens("r", "m1", T0, 2**70, 1))
-            recorder.record(tokens("r", "m2", T0 + s(1), 4, 2))
-            await wait_until(lambda: recorder.written == 2)
-            await recorder.close()
-            assert (recorder.rejected, recorder.failures, recorder.dropped) == (1, 0, 0)
+        async with opened(db_url) as store, outbox(redis_url, store) as box:
+            box.recorder.record(started("r"))
+            box.recorder.record(tokens("r", "m1", T0, 2**70, 1))
+            box.recorder.record(tokens("r", "m2", T0 + s(1), 4, 2))
+            writer = box.drainer.writer
+            await wait_until(lambda: writer.written == 2)
+            assert (writer.rejected, writer.failures, box.recorder.dropped) == (1, 0, 0)
             got = await store.get_interception("r")
             assert [usage["input_tokens"] for usage in got["token_usages"]] == [4]
+            await wait_until_true(
+                box.waiting, 0
+            )  # the refused one is acknowledged too: it does not come back
         assert warnings_about(caplog, "refused a token_usage record of interception r") == 1
 
     run(body())

@@ -8,7 +8,7 @@ import os
 import socket
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -22,7 +22,8 @@ from shared.config import Settings
 from shared.keys import RedisKeys
 from shared.mcp.manager import McpToolManager
 from shared.metrics import WorkerMetrics
-from shared.recording.buffered import BufferedRecorder
+from shared.recording.drain import RecordDrainer
+from shared.recording.outbox import OutboxRecorder
 from shared.recording.records import RecorderGroup
 from shared.recording.store import RecordStore
 from shared.upstream import OpenAIUpstream, new_session
@@ -45,16 +46,17 @@ class WorkerDeps:
     tools: McpToolManager
     writes: CoalescingWriter
     record_store: RecordStore
-    recorder: BufferedRecorder
+    recorder: OutboxRecorder
+    drainer: RecordDrainer
     metrics: WorkerMetrics
     cipher: UpstreamKeyCipher | None  # None without AIBRIDGE_SECRET_KEY: no bring-your-own-key jobs
-    worker_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    worker_id: str
     _presence: asyncio.Task[None] | None = None
     _metrics_server: WSGIServer | None = None
 
     @property
     def records(self) -> RecorderGroup:
-        """Where an interception's records go: the database (batched) and the metrics."""
+        """Where an interception's records go: the outbox (drained into the database) and the metrics."""
         return RecorderGroup(self.recorder, self.metrics)
 
     @classmethod
@@ -64,36 +66,52 @@ class WorkerDeps:
     @classmethod
     async def start(cls, settings: Settings, redis: ArqRedis, control: ControlListener) -> WorkerDeps:
         session = new_session()
+        keys = RedisKeys(settings.key_prefix)
+        worker_id = uuid.uuid4().hex[:12]
+        writes = CoalescingWriter(redis)
+        record_store = RecordStore(settings.database_url)
+        drainer = RecordDrainer(
+            redis,
+            record_store,
+            keys,
+            worker_id,
+            maxlen=settings.record_outbox_maxlen,
+            heartbeat_timeout=settings.heartbeat_timeout,
+            claim_idle=settings.record_claim_idle,
+        )
+        recorder = OutboxRecorder(writes, keys, worker_id, settings.record_outbox_maxlen)
         tools = McpToolManager(settings.mcp_servers, call_timeout=settings.mcp_call_timeout)
         await tools.start()
         deps = cls(
             settings=settings,
-            keys=RedisKeys(settings.key_prefix),
+            keys=keys,
             redis=redis,
             session=session,
             upstream=OpenAIUpstream(session, settings),
             control=control,
             tools=tools,
-            writes=CoalescingWriter(redis),
-            record_store=(record_store := RecordStore(settings.database_url)),
-            recorder=(recorder := BufferedRecorder(record_store)),
+            writes=writes,
+            record_store=record_store,
+            recorder=recorder,
+            drainer=drainer,
             metrics=WorkerMetrics(
                 lambda: {
-                    "written": recorder.written,
+                    "written": drainer.writer.written,
                     "dropped": recorder.dropped,
-                    "failures": recorder.failures,
+                    "failures": drainer.writer.failures,
                 },
                 models=settings.metrics_models,
                 max_label_values=settings.metrics_max_label_values,
             ),
             cipher=UpstreamKeyCipher(settings.secret_key) if settings.secret_key is not None else None,
+            worker_id=worker_id,
         )
         if settings.worker_metrics_port is not None:
             deps._metrics_server, _ = start_http_server(
                 settings.worker_metrics_port, registry=deps.metrics.registry
             )
         deps.writes.start()
-        deps.recorder.start()
+        deps.drainer.start()
         control.start()
         try:  # announce only once cancellations can reach this worker
             await asyncio.wait_for(control.subscribed.wait(), settings.heartbeat_timeout)
@@ -110,8 +128,9 @@ class WorkerDeps:
             self._presence.cancel()
             await asyncio.gather(self._presence, return_exceptions=True)
         await self.control.stop()
+        await self.recorder.flushed(timeout=5)  # the last ended records, into the outbox
         await self.writes.stop()
-        await self.recorder.close()
+        await self.drainer.close()
         await self.record_store.close()
         await self.tools.close()
         await self.session.close()

@@ -45,7 +45,7 @@ def token_usage(interception_id: str, msg_id: str, usage: dict[str, Any]) -> Tok
     return TokenUsage(
         interception_id=interception_id,
         msg_id=msg_id,
-        input=int(usage.get("prompt_tokens") or 0) - cached,
+        input=max(0, int(usage.get("prompt_tokens") or 0) - cached),  # some providers report more cached
         output=int(usage.get("completion_tokens") or 0),
         cache_read_input=cached,
         extra={

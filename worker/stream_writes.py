@@ -51,12 +51,18 @@ class CoalescingWriter:
         """Run ``commands`` (Redis commands as argument lists) in the next flush and return their raw replies;
         raises what Redis raised, and at once if the writer is not running (never started, stopped, or
         cancelled with the rest of the worker's tasks)."""
-        if self._task is None or self._task.done():
-            raise RedisConnectionError(STOPPED)
+        return await self.send(commands)
+
+    def send(self, commands: list[Command]) -> asyncio.Future[list[Any]]:
+        """``write`` without waiting: the future of its replies (failed already if the writer is not
+        running)."""
         done: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        if self._task is None or self._task.done():
+            done.set_exception(RedisConnectionError(STOPPED))
+            return done
         self._queued.append((commands, done))
         self._ready.set()
-        return await done
+        return done
 
     async def _flush_forever(self) -> None:
         loop = asyncio.get_running_loop()

@@ -7,6 +7,8 @@ from pathlib import Path
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util.exc import CommandError
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
@@ -42,6 +44,34 @@ async def upgrade(url: str, revision: str = "head") -> None:
             await connection.commit()
     finally:
         await engine.dispose()
+
+
+class SchemaBehind(Exception):
+    """The database lacks migrations and this process may not apply them; the message names the command."""
+
+
+async def ensure_schema(url: str, *, auto_migrate: bool) -> bool:
+    """Brings the database at ``url`` to the newest revision if it is behind (``upgrade``: concurrent
+    processes take turns; True when it was), or, when not ``auto_migrate``, raises SchemaBehind. A revision
+    this version does not know (a newer one's, migrations only adding to the schema) is left alone."""
+    current = await current_revision(url)
+    if current == HEAD or (current is not None and not _known(current)):
+        return False
+    if not auto_migrate:
+        raise SchemaBehind(
+            f"the usage database is at revision {current or 'none'}, this version needs {HEAD}: "
+            "run `aibridge db upgrade` (or set AIBRIDGE_AUTO_MIGRATE=true)"
+        )
+    await upgrade(url)
+    return True
+
+
+def _known(revision: str) -> bool:
+    try:
+        ScriptDirectory.from_config(alembic_config()).get_revision(revision)
+    except CommandError:
+        return False
+    return True
 
 
 def _upgrade(connection: Connection, config: Config, revision: str) -> None:

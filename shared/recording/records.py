@@ -18,6 +18,7 @@ class Outcome(StrEnum):
     UPSTREAM_ERROR = "upstream_error"
     CLIENT_GONE = "client_gone"
     WORKER_ERROR = "worker_error"
+    WORKER_LOST = "worker_lost"  # its worker died: another one ended it
 
 
 class _Record(BaseModel):
@@ -44,7 +45,7 @@ class InterceptionEnded(_Record):
 
 
 class TokenUsage(_Record):
-    """One upstream round's usage. ``input`` is prompt tokens minus cached tokens."""
+    """One upstream round's usage. ``input`` is prompt tokens minus cached tokens (never below 0)."""
 
     kind: Literal["token_usage"] = "token_usage"
     msg_id: str
