@@ -96,8 +96,7 @@ def test_without_a_grace_a_dropped_client_cancels_and_a_resume_ends_with_that(ma
     started = time.monotonic()
     rest = events(resume(deployment.url, interception_id, first[-1][0]).content)
     assert time.monotonic() - started < 3
-    assert orjson.loads(rest[-2][1])["error"]["code"] == "client_disconnected"
-    assert rest[-1][1] == b"[DONE]"
+    assert orjson.loads(rest[-1][1])["error"]["code"] == "client_disconnected"  # no [DONE] after it
     assert len(text_of(first + rest)) < len("".join(WORDS))
 
 
