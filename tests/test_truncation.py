@@ -18,6 +18,7 @@ from aiohttp.base_protocol import BaseProtocol
 from shared.upstream import UpstreamCut
 from tests.fake_upstream import (
     CutReply,
+    RawReply,
     SSEReply,
     chunk,
     completion_body,
@@ -158,13 +159,15 @@ def test_the_openai_sdk_raises_on_the_error_event_of_a_cut_stream(gateway, upstr
     assert caught.value.code == LOST
 
 
-def test_the_final_rounds_done_is_the_upstreams_own_and_comes_once(gateway, upstream):
-    model, _ = upstream.scenario(SSEReply(text_stream(["all", " there"])))
+def test_the_done_the_client_gets_is_the_upstreams_own_event(gateway, upstream):
+    body = sse_body([*text_stream(["all", " there"]), b"[DONE]"])  # one write: one read, one stream entry
+    model, _ = upstream.scenario(RawReply(200, body, headers={"Content-Type": "text/event-stream"}))
     request = {"model": model, "messages": HI, "stream": True}
     response = httpx2.post(f"{gateway.base_url}/chat/completions", json=request, timeout=10)
-    events = response.content.split(b"\n\n")
-    assert events[-2].startswith(b"id: ") and events[-2].endswith(b"\ndata: [DONE]")  # resumable like a chunk
+    ids = [line[4:] for line in response.content.split(b"\n") if line.startswith(b"id: ")]
+    assert data_events(response.content)[-1] == b"[DONE]"
     assert response.content.count(b"[DONE]") == 1
+    assert ids[-2] == ids[-1] + b"/1"  # relayed in the entry of the chunks it came with, not added after
     record = recorded(gateway, response.headers["X-AIBridge-Interception-Id"])
     assert record["outcome"] == "ok"
 
