@@ -80,7 +80,8 @@ def test_a_stream_with_its_end_yields_up_to_it_and_raises_nothing():
         (b"", []),
         (b": just a comment\n\n", []),
         (b"data: a\n\ndata: b\n\n", [b"a", b"b"]),
-        (b'data: a\n\ndata: {"cho', [b"a"]),  # cut inside an event: the fragment is not relayed
+        (b'data: a\n\ndata: {"cho', [b"a"]),  # cut inside a line: the fragment is not relayed
+        (b"data: a\n\ndata: b\n", [b"a", b"b"]),  # whole lines, their blank line left out
         (b"data: a\n\ndata: [DONE]x\n\n", [b"a", b"[DONE]x"]),
     ],
 )

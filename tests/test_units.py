@@ -36,7 +36,9 @@ def read_sse(raw: bytes) -> list[list[bytes]]:
 
 
 def test_sse_parser_handles_crlf_comments_multiline_data_and_a_missing_final_blank_line():
-    raw = b": comment\r\ndata: one\r\n\r\nevent: x\ndata: two\ndata: lines\n\nid: 5\ndata:three\n\ndata: [DONE]"
+    raw = (
+        b": comment\r\ndata: one\r\n\r\nevent: x\ndata: two\ndata: lines\n\nid: 5\ndata:three\n\ndata: [DONE]"
+    )
     assert read_sse(raw) == [[b"one", b"two\nlines", b"three"], [b"[DONE]"]]  # the end at the end of the body
 
 

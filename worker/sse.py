@@ -32,9 +32,12 @@ async def iter_sse_batches(content: StreamReader, is_end: StreamEnd) -> AsyncIte
                     yield batch[: index + 1]
                     return
             yield batch
-    if (data := _event_data(pending.rstrip(b"\r\n"))) is not None and is_end(data):
-        yield [data]  # the end event, its final blank line left out
-        return
+    if (data := _event_data(pending.rstrip(b"\r\n"))) is not None:  # the last event, its blank line left out
+        if is_end(data):
+            yield [data]
+            return
+        if pending.endswith((b"\n", b"\r")):  # whole lines: an event (an error, say), not a fragment
+            yield [data]
     raise UpstreamCut(
         502,
         error_body(
