@@ -1,5 +1,6 @@
-"""An upstream that stops before its stream's end: a clean close, a reset or a framing completed without the end
-marker, chunked, with a Content-Length or delimited by the connection's end, before and after the first chunk.
+"""An upstream that stops before its stream's end: a clean close, a reset or a framing completed without the
+end marker, chunked, with a Content-Length or delimited by the connection's end, before and after the first
+chunk.
 The client gets a 502 before the stream opened and an error event after it, never a ``[DONE]`` the upstream
 did not send; the record says the upstream was cut."""
 
@@ -45,7 +46,7 @@ CUTS = [  # framing, ending, the error code the client gets
 
 
 def events(body: bytes) -> tuple[list[bytes], UpstreamCut | None]:
-    """The events ``iter_sse_batches`` yields for ``body`` (received at once), and the cut it raised if any."""
+    """What ``iter_sse_batches`` yields for ``body`` (received at once), and the cut it raised, if any."""
 
     async def run() -> tuple[list[bytes], UpstreamCut | None]:
         loop = asyncio.get_running_loop()
