@@ -108,7 +108,8 @@ async def answer(state: ApiState, job: ChatJob, tail: Tail, request: Request, re
 
 
 class SSERelay(Response):
-    """The client's SSE stream, fed from the job's stream until ``done``.
+    """The client's SSE stream, fed from the job's stream until ``done``: the upstream's end marker comes as
+    a chunk, and a stream that could not be completed ends with its error event instead.
 
     Cancels the job when the client leaves.
     """
@@ -190,8 +191,7 @@ class SSERelay(Response):
                     self._observe(entry_id, message.data.count(EVENT_SEPARATOR) + 1)
                 elif message.kind is MessageKind.ERROR:
                     out += sse_events(entry_id, data_field(message.data))
-                elif message.kind is MessageKind.DONE:
-                    out += sse_events(entry_id, data_field(b"[DONE]"))
+                elif message.kind is MessageKind.DONE:  # the end marker, if any, was the upstream's own chunk
                     finished = True
                     break
             now = time.monotonic()
@@ -199,7 +199,7 @@ class SSERelay(Response):
                 last_seen = now
             elif now - last_seen >= settings.heartbeat_timeout:
                 await cancel(self._state, self._interception_id)
-                out += b"data: " + error_body(*WORKER_SILENT) + b"\n\ndata: [DONE]\n\n"
+                out += b"data: " + error_body(*WORKER_SILENT) + b"\n\n"
                 finished = True
             elif now - last_sent >= settings.keepalive_interval:
                 out += PING

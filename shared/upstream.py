@@ -27,6 +27,11 @@ class UpstreamFailure(Exception):
         self.body = body
 
 
+class UpstreamCut(UpstreamFailure):
+    """The upstream's answer stopped short: its connection closed or reset mid-body, or its stream ended
+    without the API family's end marker."""
+
+
 class OpenAIUpstream:
     def __init__(self, session: aiohttp.ClientSession, settings: Settings) -> None:
         self._session = session
@@ -45,7 +50,7 @@ class OpenAIUpstream:
         self, path: str, body: dict[str, Any], headers: Mapping[str, str] | None = None
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """POST ``body`` to the upstream, with ``headers`` over the usual ones; failures to connect or to
-        hear back become UpstreamFailure."""
+        hear back become UpstreamFailure, a connection lost while the block reads the body UpstreamCut."""
         async with guard_upstream():
             async with self._session.post(
                 self._base_url + path,
@@ -53,7 +58,17 @@ class OpenAIUpstream:
                 headers={**self._headers, **headers} if headers else self._headers,
                 timeout=self._timeout,
             ) as response:
-                yield response
+                try:
+                    yield response
+                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                    raise UpstreamCut(
+                        502,
+                        error_body(
+                            f"the upstream connection broke before the answer was complete: {exc}",
+                            "upstream_error",
+                            "upstream_connection_lost",
+                        ),
+                    ) from exc
 
     async def get(self, path: str, headers: Mapping[str, str] | None = None) -> tuple[int, str, bytes]:
         """GET ``path`` whole: status, content type and body."""

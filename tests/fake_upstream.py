@@ -7,11 +7,15 @@ replies in order. Every request is recorded, and so is the moment the gateway cl
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import socket
+import struct
+import termios
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from aiohttp import web
@@ -50,7 +54,26 @@ class StreamOrNot:
     blocking: RawReply
 
 
-Reply = SSEReply | RawReply | StreamOrNot
+class CutReply:
+    """A 200 whose body stops short: ``body`` framed as ``framing`` (``chunked``; ``length``: a Content-Length
+    the body never reaches; ``close``: delimited by the connection's end), then, once ``release`` is set (at
+    once if None), ``ending``: ``fin`` closes the connection, ``rst`` resets it, ``end`` completes the
+    framing (the last chunk, or a Content-Length the body meets) and closes. Every byte is sent and
+    acknowledged before the connection ends, so the gateway has all of it."""
+
+    body: bytes
+    framing: Literal["chunked", "length", "close"] = "chunked"
+    ending: Literal["fin", "rst", "end"] = "fin"
+    content_type: str = "text/event-stream"
+    release: threading.Event | None = None
+
+
+def sse_body(events: list[bytes]) -> bytes:
+    """SSE events carrying ``events`` as their data, as an upstream sends them."""
+    return b"".join(b"data: " + event + b"\n\n" for event in events)
+
+
+Reply = SSEReply | RawReply | StreamOrNot | CutReply
 
 
 @dataclass
@@ -134,11 +157,43 @@ class FakeUpstream:
             reply = reply.streamed if body.get("stream") is True else reply.blocking
         if isinstance(reply, RawReply):
             return await self._raw(request, reply)
+        if isinstance(reply, CutReply):
+            return await self._cut(request, reply)
         return await self._sse(request, reply, received)
 
     async def _raw(self, request: web.Request, reply: RawReply) -> web.StreamResponse:
         await asyncio.sleep(reply.delay)
         return web.Response(status=reply.status, body=reply.body, headers=reply.headers)
+
+    async def _cut(self, request: web.Request, reply: CutReply) -> web.StreamResponse:
+        """Write the reply's bytes on the connection itself (aiohttp's server frames no body it did not
+        complete), then end the connection as the reply says."""
+        transport = request.transport
+        if transport is None:
+            raise ConnectionError("the gateway left before the reply")
+        head = [b"HTTP/1.1 200 OK", b"Content-Type: " + reply.content_type.encode(), b"Connection: close"]
+        body = reply.body
+        if reply.framing == "chunked":
+            head.append(b"Transfer-Encoding: chunked")
+            body = b"%x\r\n%s\r\n" % (len(body), body) if body else b""
+            if reply.ending == "end":
+                body += b"0\r\n\r\n"
+        elif reply.framing == "length":
+            declared = len(body) if reply.ending == "end" else len(body) + 100
+            head.append(b"Content-Length: %d" % declared)
+        transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        if reply.release is not None and not await asyncio.to_thread(reply.release.wait, 10):
+            raise TimeoutError("the test never released the cut")
+        sock = transport.get_extra_info("socket")
+        async with asyncio.timeout(10):
+            while transport.get_write_buffer_size() or _unacked(sock):  # noqa: ASYNC110 - no event tells
+                await asyncio.sleep(0.005)
+        if reply.ending == "rst":
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
+        else:
+            transport.close()
+        return web.Response()  # never sent: the connection is gone
 
     async def _sse(self, request: web.Request, reply: SSEReply, received: Received) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
@@ -180,6 +235,11 @@ class FakeUpstream:
             await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
+
+
+def _unacked(sock: socket.socket) -> int:
+    """Bytes sent on ``sock`` that its peer has not acknowledged yet (Linux's SIOCOUTQ)."""
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
 
 
 def chunk(

@@ -92,7 +92,7 @@ def test_stream_error_fixture_ends_with_the_error_event(gateway, upstream):
     response, _, _ = replay(gateway, upstream, "stream_error", streaming=True)
     assert response.status_code == 200
     events = sse_events(response.content)
-    assert len(events) == 6  # four chunks, the error, [DONE]
+    assert len(events) == 5  # four chunks, the error: no [DONE] after it
     assert orjson.loads(events[4])["error"]["message"].startswith("The server had an error")
     assert orjson.loads(events[4])["error"]["type"] == "server_error"
 

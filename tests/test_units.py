@@ -19,6 +19,7 @@ from api.unexpected import UnexpectedErrors
 from shared.errors import normalize_error_body
 from shared.messages import MessageKind, StreamMessage
 from shared.sse import data_fields
+from worker.chat import is_stream_end
 from worker.chunks import replace_id, replace_id_and_usage
 from worker.sse import iter_sse_batches
 from worker.usage import add_usage
@@ -34,27 +35,29 @@ def read_sse(raw: bytes) -> list[list[bytes]]:
         reader = StreamReader(BaseProtocol(loop), 2**16, loop=loop)
         reader.feed_data(raw)
         reader.feed_eof()
-        return [batch async for batch in iter_sse_batches(reader)]
+        return [batch async for batch in iter_sse_batches(reader, is_stream_end)]
 
     return asyncio.run(run())
 
 
 def test_sse_parser_handles_crlf_comments_multiline_data_and_a_missing_final_blank_line():
-    raw = b": comment\r\ndata: one\r\n\r\nevent: x\ndata: two\ndata: lines\n\nid: 5\ndata:three\n\ndata: last"
-    assert read_sse(raw) == [[b"one", b"two\nlines", b"three"], [b"last"]]  # the last at the end of the body
+    raw = (
+        b": comment\r\ndata: one\r\n\r\nevent: x\ndata: two\ndata: lines\n\nid: 5\ndata:three\n\ndata: [DONE]"
+    )
+    assert read_sse(raw) == [[b"one", b"two\nlines", b"three"], [b"[DONE]"]]  # the end at the end of the body
 
 
 def test_sse_parser_hands_over_every_event_a_read_completes_and_keeps_the_rest():
     async def batches_per_read() -> list[list[bytes]]:
         loop = asyncio.get_running_loop()
         reader = StreamReader(BaseProtocol(loop), 2**16, loop=loop)
-        stream = iter_sse_batches(reader)
+        stream = iter_sse_batches(reader, is_stream_end)
         seen = []
         for received in (
             b"data: a\n\ndata: b\n\ndata: c",
             b"\r",
             b"\n\r\n: only a comment\n\n",
-            b"data: d\n\n",
+            b"data: d\n\ndata: [DONE]\n\n",
         ):
             reader.feed_data(received)
             if received == b"\r":  # completes nothing: the read must not yield
@@ -64,7 +67,7 @@ def test_sse_parser_hands_over_every_event_a_read_completes_and_keeps_the_rest()
         seen.extend([batch async for batch in stream])
         return seen
 
-    assert asyncio.run(batches_per_read()) == [[b"a", b"b"], [b"c"], [b"d"]]
+    assert asyncio.run(batches_per_read()) == [[b"a", b"b"], [b"c"], [b"d", b"[DONE]"]]
 
 
 def test_events_of_one_entry_each_carry_an_id_a_client_can_resume_after():

@@ -16,7 +16,7 @@ from shared.mcp.tools import McpTool, ToolCallError
 from shared.messages import ChatJob
 from shared.recording.records import Outcome, Recorder
 from shared.tracing import tracer
-from shared.upstream import ERROR_BODY_LIMIT, OpenAIUpstream, UpstreamFailure
+from shared.upstream import ERROR_BODY_LIMIT, OpenAIUpstream, UpstreamCut, UpstreamFailure
 from worker.assistant import AssistantMessage, ToolCall
 from worker.chunks import replace_id, replace_id_and_usage
 from worker.control import CLIENT_GONE
@@ -28,6 +28,12 @@ from worker.usage import add_usage
 logger = logging.getLogger(__name__)
 
 PATH = "/chat/completions"
+END = b"[DONE]"
+
+
+def is_stream_end(data: bytes) -> bool:
+    """A chat-completions stream ends with a ``[DONE]`` event."""
+    return data == END
 
 
 class ToolProxy(Protocol):
@@ -72,7 +78,10 @@ class ChatCompletionsInterception:
                 else:
                     await self._run_blocking()
             except UpstreamFailure as failure:
-                await self._error(failure.status, failure.body)
+                cut = isinstance(failure, UpstreamCut)
+                await self._error(
+                    failure.status, failure.body, Outcome.UPSTREAM_CUT if cut else Outcome.UPSTREAM_ERROR
+                )
             await self._stream.done()
         except asyncio.CancelledError as cancelled:
             client_gone = cancelled.args == (CLIENT_GONE,)
@@ -84,9 +93,9 @@ class ChatCompletionsInterception:
         finally:
             self._recording.ended(self._outcome)
 
-    async def _error(self, status: int, body: bytes) -> None:
+    async def _error(self, status: int, body: bytes, outcome: Outcome = Outcome.UPSTREAM_ERROR) -> None:
         """Tell the client the interception failed: the answer before the stream opened, an event after."""
-        self._outcome = Outcome.UPSTREAM_ERROR
+        self._outcome = outcome
         await self._stream.error(status, body)
 
     async def _result(self, status: int, body: bytes) -> None:
@@ -146,7 +155,10 @@ class ChatCompletionsInterception:
         if not withheld:
             self._record_client_calls(message)
             return message.msg_id, []
-        return message.msg_id, self._next_calls(message)
+        calls = self._next_calls(message)
+        if not calls:  # the last round after all: its end, held back with its tool calls, goes out now
+            await self._stream.chunks([END])
+        return message.msg_id, calls
 
     async def _relay_round(self, message: AssistantMessage) -> bool:
         """Relay one streamed upstream call into ``message``; True if its tool calls are the gateway's own
@@ -161,26 +173,27 @@ class ChatCompletionsInterception:
                     response.status, normalize_error_body(raw, f"upstream answered {response.status}")
                 )
                 return False
-            async for batch in iter_sse_batches(response.content):
-                relayed, withheld, end = self._take_batch(batch, message, withheld)
+            async for batch in iter_sse_batches(response.content, is_stream_end):
+                relayed, withheld, failure = self._take_batch(batch, message, withheld)
                 if relayed:
                     await self._stream.chunks(relayed)
-                if isinstance(end, UpstreamFailure):
-                    await self._error(end.status, end.body)
+                if failure is not None:
+                    await self._error(failure.status, failure.body)
                     return False
-                if end:
-                    break
         return withheld
 
     def _take_batch(
         self, batch: list[bytes], message: AssistantMessage, withheld: bool
-    ) -> tuple[list[bytes], bool, bool | UpstreamFailure]:
-        """Read one batch of upstream events into ``message``: the rewritten chunks to relay, whether the
-        round's tool calls are withheld, and whether the round ended (``[DONE]``, or a failure to report)."""
+    ) -> tuple[list[bytes], bool, UpstreamFailure | None]:
+        """Read one batch of upstream events into ``message``: the rewritten chunks to relay (with the
+        stream's end, unless the round's tool calls are withheld: a tool round's end is not the answer's),
+        whether they are withheld, and a failure to report."""
         relayed: list[bytes] = []
         for data in batch:
-            if data == b"[DONE]":
-                return relayed, withheld, True
+            if is_stream_end(data):
+                if not withheld:
+                    relayed.append(data)
+                break
             chunk = _parse_chunk(data)
             if isinstance(chunk, UpstreamFailure):
                 logger.warning("interception %s: bad upstream chunk", self._job.interception_id)
@@ -198,7 +211,7 @@ class ChatCompletionsInterception:
                 if withheld:
                     continue
             relayed.append(self._rewrite(data, chunk))
-        return relayed, withheld, False
+        return relayed, withheld, None
 
     def _rewrite(self, data: bytes, chunk: dict[str, Any]) -> bytes:
         if isinstance(chunk.get("usage"), dict):

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiohttp import StreamReader
 
+from shared.errors import error_body
+from shared.upstream import UpstreamCut
 
-async def iter_sse_batches(content: StreamReader) -> AsyncIterator[list[bytes]]:
-    """The ``data`` of each event completed by a read, as raw bytes: one list per read that completes any.
+StreamEnd = Callable[[bytes], bool]
+"""Whether an event's data is its API family's end of stream (chat completions: ``[DONE]``)."""
+
+
+async def iter_sse_batches(content: StreamReader, is_end: StreamEnd) -> AsyncIterator[list[bytes]]:
+    """The ``data`` of each event completed by a read, as raw bytes: one list per read that completes any,
+    the last ending with the stream's end event (``is_end``). A body that ends before that event raises
+    UpstreamCut: an upstream that stops early has not answered in full.
 
     Handing over whatever one read completed, rather than one event at a time, lets a busy worker relay a
     burst of chunks as one stream entry."""
@@ -19,9 +27,25 @@ async def iter_sse_batches(content: StreamReader) -> AsyncIterator[list[bytes]]:
             pending = _normalize_line_ends(pending)
         *complete, pending = pending.split(b"\n\n")
         if batch := [data for block in complete if (data := _event_data(block)) is not None]:
+            for index, data in enumerate(batch):
+                if is_end(data):
+                    yield batch[: index + 1]
+                    return
             yield batch
-    if (data := _event_data(pending.rstrip(b"\r\n"))) is not None:
-        yield [data]
+    if (data := _event_data(pending.rstrip(b"\r\n"))) is not None:  # the last event, its blank line left out
+        if is_end(data):
+            yield [data]
+            return
+        if pending.endswith((b"\n", b"\r")):  # whole lines: an event (an error, say), not a fragment
+            yield [data]
+    raise UpstreamCut(
+        502,
+        error_body(
+            "the upstream's stream ended before its end marker: the answer is incomplete",
+            "upstream_error",
+            "upstream_truncated",
+        ),
+    )
 
 
 def _normalize_line_ends(text: bytes) -> bytes:

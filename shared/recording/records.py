@@ -16,6 +16,7 @@ def utcnow() -> datetime:
 class Outcome(StrEnum):
     OK = "ok"
     UPSTREAM_ERROR = "upstream_error"
+    UPSTREAM_CUT = "upstream_cut"  # the answer stopped short: the connection broke, or no end marker
     CLIENT_GONE = "client_gone"
     WORKER_ERROR = "worker_error"
     WORKER_LOST = "worker_lost"  # its worker died: another one ended it
