@@ -54,6 +54,7 @@ class StreamOrNot:
     blocking: RawReply
 
 
+@dataclass
 class CutReply:
     """A 200 whose body stops short: ``body`` framed as ``framing`` (``chunked``; ``length``: a Content-Length
     the body never reaches; ``close``: delimited by the connection's end), then, once ``release`` is set (at

@@ -80,8 +80,8 @@ def test_metrics_after_a_known_workload(make_gateway, upstream, mcp_http_url):
     assert api[("aibridge_jobs_in_progress", ())] == 0
     assert api[("aibridge_time_to_first_chunk_seconds_count", ())] == 5
     assert (
-        api[("aibridge_relay_lag_seconds_count", ())] == 3 * 4 + 2
-    )  # 3 streams of 3 chunks + usage; the tool stream: its role chunk, then "ok"
+        api[("aibridge_relay_lag_seconds_count", ())] == 3 * 5 + 3
+    )  # 3 streams of 3 chunks, usage and [DONE]; the tool stream: its role chunk, "ok" and [DONE]
     assert (
         api[("aibridge_relay_lag_seconds_bucket", (("le", "1.0"),))]
         == api[("aibridge_relay_lag_seconds_count", ())]

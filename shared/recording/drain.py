@@ -89,9 +89,11 @@ class RecordDrainer:
                 task.add_done_callback(_report_crash)
 
     async def close(self, timeout: float = 10) -> None:  # noqa: ASYNC109 - a bound on flushing, not on the call
-        """Stops, letting the batch in hand be written for at most ``timeout`` seconds; what is not acknowledged
-        stays in the outbox for another consumer. Leaves the group if it holds no entries."""
+        """Stops, letting the batch in hand and then what else the outbox holds be written for at most
+        ``timeout`` seconds in all; what is not acknowledged stays in the outbox for another consumer. Leaves
+        the group if it holds no entries."""
         self._closing = True
+        deadline = time.monotonic() + timeout
         if self._tasks:
             drain, sweep = self._tasks
             sweep.cancel()
@@ -100,6 +102,9 @@ class RecordDrainer:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError, Exception):  # a crash: logged
                 await asyncio.wait_for(drain, timeout)  # cancelled on timeout
             await asyncio.gather(sweep, return_exceptions=True)
+            with contextlib.suppress(TimeoutError, RedisError):
+                async with asyncio.timeout(deadline - time.monotonic()):
+                    await self._drain_the_rest()
         with contextlib.suppress(RedisError):
             held = await self._redis.xpending_range(self._keys.records, GROUP, "-", "+", 1, self._consumer)
             if not held:
@@ -129,9 +134,19 @@ class RecordDrainer:
             claimed = await self._claim()
             if claimed:
                 return claimed
+        return await self._new_entries(self._block_ms)
+
+    async def _drain_the_rest(self) -> None:
+        """Writes what the outbox holds now (a stopping worker's own last records among it), while the
+        database takes it."""
+        while (entries := await self._new_entries(None)) and await self._drain(entries):
+            pass
+
+    async def _new_entries(self, block_ms: int | None) -> _Entries:
+        """Entries no consumer has read yet, waiting at most ``block_ms`` for some (None: not at all)."""
         try:
             reply = await self._redis.xreadgroup(
-                GROUP, self._consumer, {self._keys.records: ">"}, count=self._batch_size, block=self._block_ms
+                GROUP, self._consumer, {self._keys.records: ">"}, count=self._batch_size, block=block_ms
             )
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
@@ -186,9 +201,10 @@ class RecordDrainer:
 
     # -- writing a batch --
 
-    async def _drain(self, entries: _Entries) -> None:
+    async def _drain(self, entries: _Entries) -> bool:
         """Writes the entries' records, then acknowledges and deletes them; leaves them pending (for this
-        consumer or, if it stops, another) while the database is unavailable."""
+        consumer or, if it stops, another) while the database is unavailable. False if it stopped before
+        they were written."""
         ids = [entry_id for entry_id, _ in entries]
         self._batch = []
         for entry_id, fields in entries:
@@ -201,7 +217,7 @@ class RecordDrainer:
         while not await self.writer.write(self._batch):
             if self._closing:
                 self._batch = []
-                return
+                return False
             await self._keep(ids)
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._retry_max)
@@ -213,6 +229,7 @@ class RecordDrainer:
                 await pipe.execute()
         except RedisError as exc:  # they are delivered again, and written again: stored once
             logger.warning("usage recording: could not acknowledge %d written records: %s", len(ids), exc)
+        return True
 
     async def _keep(self, ids: list[bytes]) -> None:
         """Claims the entries in hand again (so that they do not look abandoned), and warns once when the
