@@ -8,9 +8,11 @@ chunk in order.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import h11
@@ -18,6 +20,10 @@ import httpx2
 import orjson
 import redis
 
+from api.stream_hub import ENTRY_OVERHEAD, FIRST_READ_COUNT, StreamHub
+from shared.keys import RedisKeys
+from shared.messages import MessageKind, StreamMessage
+from shared.redis import connect
 from tests.fake_upstream import SSEReply, chunk
 
 SLOW_CLIENTS = 20
@@ -183,3 +189,54 @@ def test_slow_clients_hold_a_bounded_amount_in_the_api_and_get_every_chunk(make_
     for client in clients:
         assert client.ended and not client.checker.errors
         assert client.checker.done and client.checker.next_index == ANSWER_CHUNKS
+
+
+def test_a_tail_holds_about_its_buffer_and_reads_on_only_as_its_relay_takes_entries(redis_url):
+    """The hub against a real Redis, without processes: a stream of 400 KB, a tail with a 96 KiB buffer."""
+    buffer_bytes, entry_data, entries = 96 * 1024, 4096, 100
+
+    async def run() -> None:
+        keys = RedisKeys(f"t-{uuid.uuid4().hex[:8]}:")
+        redis = await connect(redis_url, keys)
+        hub = StreamHub(redis, keys.api_wake, buffer_bytes)
+        hub.start()
+        slow_key, other_key = keys.stream(uuid.uuid4().hex), keys.stream(uuid.uuid4().hex)
+        try:
+            async with redis.pipeline(transaction=False) as pipe:
+                for index in range(entries):
+                    message = StreamMessage(
+                        kind=MessageKind.CHUNK, data=b"%06d" % index + b"x" * (entry_data - 6)
+                    )
+                    pipe.xadd(slow_key, dict(zip(*[iter(message.to_fields())] * 2, strict=True)))
+                pipe.xadd(slow_key, {b"k": b"done"})
+                written = await pipe.execute()
+            slow = hub.follow(slow_key)
+            other = hub.follow(other_key)
+            async with redis.pipeline(transaction=False) as pipe:
+                hub.wake(pipe)
+                await pipe.execute()
+
+            first = await slow.read(5)
+            assert len(first) == FIRST_READ_COUNT  # entry sizes unknown yet; with them, over half the buffer
+            await asyncio.sleep(0.5)  # the relay sends; the hub must not read this tail meanwhile
+            assert slow.last_id == first[-1][0]
+
+            await redis.xadd(other_key, {b"k": b"chunk", b"d": b"other"})
+            started = time.monotonic()
+            (only,) = await other.read(5)  # the paused tail holds up no other stream
+            assert only[1].data == b"other" and time.monotonic() - started < 1
+
+            paused_since = time.monotonic()
+            received = [entry_id for entry_id, _ in first]
+            while len(received) < entries + 1:
+                batch = await slow.read(5)
+                assert slow.heard_at >= paused_since  # the pause was no silence of the worker
+                assert sum(len(message.data) + ENTRY_OVERHEAD for _, message in batch) <= buffer_bytes
+                received += [entry_id for entry_id, _ in batch]
+            assert received == written
+        finally:
+            await hub.stop()
+            await redis.delete(slow_key, other_key)
+            await redis.aclose()
+
+    asyncio.run(run())
