@@ -105,7 +105,7 @@ class StreamHub:
         self._wake_key = f"{wake_prefix}{uuid.uuid4().hex}".encode()
         self._wake_last = b"0-0"
         self._tails: dict[bytes, Tail] = {}
-        self._reading: set[bytes] | None = None  # the keys of the read in progress
+        self._reading: dict[Tail, int] | None = None  # the tails of the read in progress, and their counts
         self._followed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -137,7 +137,7 @@ class StreamHub:
     async def resume(self, tail: Tail) -> None:
         """Have ``tail`` read again, now that its relay has taken what it held: wake the read in progress if
         it left the tail out (if the wake fails, the read's BLOCK timeout ends it)."""
-        if self._reading is None or tail.key in self._reading:
+        if self._reading is None or tail in self._reading:
             return
         with contextlib.suppress(RedisError):
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -160,10 +160,11 @@ class StreamHub:
             if busy:
                 await asyncio.sleep(max(0.0, read_at + MIN_READ_SPACING - loop.time()))
             read_at = loop.time()
-            counts = {tail: count for tail in self._tails.values() if (count := tail.read_count)}
+            self._reading = counts = {
+                tail: count for tail in self._tails.values() if (count := tail.read_count)
+            }
             keys = [self._wake_key, *(tail.key for tail in counts)]
             after = [self._wake_last, *(tail.last_id for tail in counts)]
-            self._reading = set(keys)
             try:
                 result = await self._read(keys, after, min(counts.values(), default=READ_COUNT))
             except RedisError as exc:

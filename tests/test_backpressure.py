@@ -240,3 +240,19 @@ def test_a_tail_holds_about_its_buffer_and_reads_on_only_as_its_relay_takes_entr
             await redis.aclose()
 
     asyncio.run(run())
+
+
+def test_a_client_idle_longer_than_the_heartbeat_timeout_is_not_told_the_worker_went_silent(
+    make_gateway, upstream
+):
+    """While its client does not read, the API stops reading the stream (heartbeats included): that pause
+    must not count as the worker's silence (AIBRIDGE_HEARTBEAT_TIMEOUT is 3 s here)."""
+    deployment = make_gateway(AIBRIDGE_RELAY_BUFFER_BYTES=str(16 * 1024))  # the least: the most pauses
+    model, _ = upstream.scenario(SSEReply(answer_events(ANSWER_CHUNKS), delay=0.001))
+    client = SlowClient(deployment.port, model)
+    while not client.checker.next_index:
+        client.read(SLOW_READ)
+    time.sleep(2 * float(deployment.env["AIBRIDGE_HEARTBEAT_TIMEOUT"]))  # the client idles
+    client.read_to_end()
+    assert not client.checker.errors
+    assert client.checker.done and client.checker.next_index == ANSWER_CHUNKS
