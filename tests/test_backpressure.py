@@ -32,7 +32,10 @@ ANSWER_CHUNKS = 7 * 1024 * 1024 // (CHUNK_TEXT + 200)  # ~7 MB of chunks (an eve
 FAST_CHUNKS = 256  # ~1 MB
 SLOW_READ = 256  # bytes per read, four reads a second: ~1 KB/s
 SLOW_PHASE = 12.0
-RSS_GROWTH_BOUND_MB = 30  # 20 streams x (AIBRIDGE_RELAY_BUFFER_BYTES 256 KiB, about 3 copies) + slack
+# Per stream the API holds about AIBRIDGE_RELAY_BUFFER_BYTES (256 KiB) of entries, and of the batch it is
+# sending the SSE bytes, their copy for ASGI and the transport's buffer (64 KiB + one batch): ~1 MiB, so
+# 20 MiB for 20 streams, plus 10 MB for the allocator's slack. The old code held the whole answers: ~100 MB.
+RSS_GROWTH_BOUND_MB = 30
 
 
 def answer_events(count: int) -> list[bytes]:
