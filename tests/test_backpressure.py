@@ -138,6 +138,8 @@ def stream_written(client: redis.Redis, key: str) -> bool:
 
 def test_slow_clients_hold_a_bounded_amount_in_the_api_and_get_every_chunk(make_gateway, upstream, redis_url):
     deployment = make_gateway()
+    # 7 MB in a few seconds; a 1 ms gap keeps the worker's stream entries (one per upstream read) small, as a
+    # real provider's are: an entry is what the API reads at least (with none, entries reach 2 MB)
     slow_model, _ = upstream.scenario(SSEReply(answer_events(ANSWER_CHUNKS), delay=0.001))
     fast_model, _ = upstream.scenario(SSEReply(answer_events(FAST_CHUNKS)))
     api_pid = deployment.api.pid
