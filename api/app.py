@@ -39,7 +39,7 @@ def create_app(settings: Settings) -> FastAPI:
         keys = RedisKeys(settings.key_prefix)
         redis = await connect(settings.redis_url, keys)
         session = new_session()
-        streams = StreamHub(redis, keys.api_wake)
+        streams = StreamHub(redis, keys.api_wake, settings.relay_buffer_bytes)
         app.state.aibridge_records = records = RecordStore(settings.database_url)
         app.state.aibridge_client_keys = (  # None: no client keys (AIBRIDGE_AUTH=none)
             CachedClientKeys(ClientKeyStore(records.engine), settings.key_cache_ttl)

@@ -195,9 +195,10 @@ class SSERelay(Response):
                     finished = True
                     break
             now = time.monotonic()
+            # the worker is silent while its stream is, not while the API paused reading it (backpressure)
             if batch:
                 last_seen = now
-            elif now - last_seen >= settings.heartbeat_timeout:
+            elif now - (last_seen := max(last_seen, self._tail.heard_at)) >= settings.heartbeat_timeout:
                 await cancel(self._state, self._interception_id)
                 out += b"data: " + error_body(*WORKER_SILENT) + b"\n\n"
                 finished = True

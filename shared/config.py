@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     stream_retention: float = Field(default=300.0, gt=0)
     resume_grace: float = Field(default=0.0, ge=0)
     stream_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+    relay_buffer_bytes: int = Field(default=256 * 1024, ge=16 * 1024)
 
     upstream_connect_timeout: float = Field(default=10.0, gt=0)
     upstream_read_timeout: float = Field(default=600.0, gt=0)

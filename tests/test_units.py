@@ -21,6 +21,7 @@ from shared.messages import MessageKind, StreamMessage
 from shared.sse import data_fields
 from worker.chat import is_stream_end
 from worker.chunks import replace_id, replace_id_and_usage
+from worker.job_stream import entry_groups
 from worker.sse import iter_sse_batches
 from worker.usage import add_usage
 
@@ -232,3 +233,12 @@ def test_an_unexpected_exception_is_an_openai_shaped_500_and_one_log_line_withou
     assert len(lines) == 1
     assert lines[0].startswith("unexpected RuntimeError in POST /boom at ") and "test_units.py" in lines[0]
     assert "sk-secret" not in caplog.text
+
+
+def test_one_reads_chunks_are_cut_into_entries_of_bounded_size():
+    small = [b"a" * 10] * 5
+    assert entry_groups(small, 100) == [small]
+    payloads = [b"a" * 40, b"b" * 40, b"c" * 40, b"d" * 200, b"e" * 10]
+    groups = entry_groups(payloads, 100)
+    assert groups == [[b"a" * 40, b"b" * 40], [b"c" * 40], [b"d" * 200], [b"e" * 10]]
+    assert [payload for group in groups for payload in group] == payloads

@@ -44,6 +44,24 @@ class SlotLease:
         )
 
 
+ENTRY_MAX_BYTES = 64 * 1024
+
+
+def entry_groups(payloads: list[bytes], max_bytes: int) -> list[list[bytes]]:
+    """``payloads`` in order, cut into groups of at most ``max_bytes`` (a larger payload alone in its group)."""
+    if sum(map(len, payloads)) <= max_bytes:
+        return [payloads]
+    groups: list[list[bytes]] = [[]]
+    size = 0
+    for payload in payloads:
+        if groups[-1] and size + len(payload) > max_bytes:
+            groups.append([])
+            size = 0
+        groups[-1].append(payload)
+        size += len(payload)
+    return groups
+
+
 class StreamTooLarge(UpstreamFailure):
     """The answer outgrew the bytes a stream may hold: the job stops and the client is told so, like an
     upstream failure (an error event once the stream has started, else a 502)."""
@@ -124,14 +142,18 @@ class JobStream:
             await self._write(StreamMessage(kind=MessageKind.OPEN))
 
     async def chunks(self, payloads: list[bytes]) -> None:
-        """Relay rewritten upstream chunks (each an event's data), in one entry."""
-        message = StreamMessage(kind=MessageKind.CHUNK, data=data_fields(payloads))
-        self._take_room(message.data)
-        if self.opened:
-            await self._write(message)
-        else:
+        """Relay rewritten upstream chunks (each an event's data): in one entry, or in entries of at most
+        about ENTRY_MAX_BYTES when one upstream read brought more (an API reads an entry whole)."""
+        messages = [
+            StreamMessage(kind=MessageKind.CHUNK, data=data_fields(group))
+            for group in entry_groups(payloads, ENTRY_MAX_BYTES)
+        ]
+        for message in messages:
+            self._take_room(message.data)
+        if not self.opened:
             self.opened = True
-            await self._write(StreamMessage(kind=MessageKind.OPEN), message)
+            messages.insert(0, StreamMessage(kind=MessageKind.OPEN))
+        await self._write(*messages)
 
     async def error(self, status: int, body: bytes) -> None:
         """An OpenAI-shaped error: the HTTP answer before the stream opened, an SSE error event after."""
