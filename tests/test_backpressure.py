@@ -138,9 +138,9 @@ def stream_written(client: redis.Redis, key: str) -> bool:
 
 def test_slow_clients_hold_a_bounded_amount_in_the_api_and_get_every_chunk(make_gateway, upstream, redis_url):
     deployment = make_gateway()
-    # 7 MB in a few seconds; a 1 ms gap keeps the worker's stream entries (one per upstream read) small, as a
-    # real provider's are: an entry is what the API reads at least (with none, entries reach 2 MB)
-    slow_model, _ = upstream.scenario(SSEReply(answer_events(ANSWER_CHUNKS), delay=0.001))
+    # 7 MB as fast as the upstream can: one read brings up to 2 MB, which the worker writes as entries of at
+    # most 64 KiB (an entry is what the API reads at least)
+    slow_model, _ = upstream.scenario(SSEReply(answer_events(ANSWER_CHUNKS)))
     fast_model, _ = upstream.scenario(SSEReply(answer_events(FAST_CHUNKS)))
     api_pid = deployment.api.pid
     fast_alone, checker = fast_answer_seconds(deployment.url, fast_model)  # also warms the API up
