@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import socket
 import time
+from collections.abc import Callable
 
 import httpx2
 import orjson
@@ -45,8 +46,11 @@ def stream_order(event_id: str) -> tuple[int, int, float]:
     return int(ms), int(seq), int(n) if n else math.inf
 
 
-def start_and_drop(base: str, port: int, model: str, keep: int) -> tuple[str, list[tuple[str, bytes]]]:
-    """Stream through the API at ``port``, keep the first ``keep`` events, then drop the connection."""
+def start_and_drop(
+    base: str, port: int, model: str, keep: int, before_drop: Callable[[], object] = lambda: None
+) -> tuple[str, list[tuple[str, bytes]]]:
+    """Stream through the API at ``port``, keep the first ``keep`` events, call ``before_drop``, then drop
+    the connection."""
     body = orjson.dumps({"model": model, "messages": HI, "stream": True})
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
         conn.sendall(
@@ -57,6 +61,7 @@ def start_and_drop(base: str, port: int, model: str, keep: int) -> tuple[str, li
         raw = b""
         while len(events(raw.partition(b"\r\n\r\n")[2])) < keep:
             raw += conn.recv(65536)
+        before_drop()
     head, _, payload = raw.partition(b"\r\n\r\n")
     interception_id = next(
         line.split(b": ")[1].decode()
@@ -91,8 +96,12 @@ def test_a_client_resumes_on_another_api_instance_after_its_own_died(make_gatewa
     deployment = make_gateway()
     other_url, _ = deployment.add_api()
     model, _ = upstream.scenario(SSEReply(text_stream(WORDS), delay=0.05))
-    interception_id, first = start_and_drop(deployment.url, deployment.port, model, keep=5)
-    deployment.api.kill()  # it cancels nothing: the job goes on
+
+    def die() -> None:  # before its client's connection drops: a dead instance cancels nothing
+        deployment.api.kill()
+        deployment.api.wait(10)
+
+    interception_id, first = start_and_drop(deployment.url, deployment.port, model, keep=5, before_drop=die)
     rest = events(resume(other_url, interception_id, first[-1][0]).content)
     assert text_of(first + rest) == "".join(WORDS)
     assert len({i for i, _ in first + rest}) == len(first + rest)
