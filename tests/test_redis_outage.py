@@ -149,3 +149,29 @@ def test_the_worker_serves_again_after_each_of_twenty_redis_restarts_and_stops_i
     output = deployment.output()
     before_sigterm = output.split("shutdown on SIGTERM")[0]
     assert "Traceback" not in before_sigterm, before_sigterm[before_sigterm.find("Traceback") - 500 :][:6000]
+
+
+def test_a_job_whose_stream_vanished_in_a_restart_fails_rather_than_go_on_with_a_gap(own_redis, upstream):
+    """Redis restarts (empty) while a job waits on its upstream, writing nothing: its stream is gone with
+    whatever the API had not yet read, so the job's next write must end it with an error, not carry on."""
+    deployment = Gateway(own_redis.url, upstream.base_url).start(workers=1)
+    try:
+        model, _ = upstream.scenario(
+            SSEReply(text_stream(["before"] * 3 + ["after"] * 3), pause_after=2, pause=2.0)
+        )
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        restarted, after_restart = False, b""
+        with httpx2.stream(
+            "POST", f"{deployment.base_url}/chat/completions", json=body, timeout=15
+        ) as response:
+            for data in response.iter_bytes():
+                if restarted:
+                    after_restart += data
+                elif b"before" in data:  # the upstream now pauses: the job writes nothing meanwhile
+                    own_redis.kill()
+                    own_redis.restart()
+                    restarted = True
+        assert restarted and b'"error"' in after_restart
+        assert b"after" not in after_restart and not after_restart.endswith(b"data: [DONE]\n\n")
+    finally:
+        deployment.stop()

@@ -62,6 +62,15 @@ def entry_groups(payloads: list[bytes], max_bytes: int) -> list[list[bytes]]:
     return groups
 
 
+class StreamLost(RedisError):
+    """The job's stream vanished from Redis while the job wrote it (Redis restarted without its data, or
+    was flushed): the events written before may be gone, so the job must not go on as if nothing were
+    missing."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"the stream {key} is gone from Redis (restarted or flushed)")
+
+
 class StreamTooLarge(UpstreamFailure):
     """The answer outgrew the bytes a stream may hold: the job stops and the client is told so, like an
     upstream failure (an error event once the stream has started, else a 502)."""
@@ -96,7 +105,8 @@ class JobStream:
         self._writer = writer
         self._lease = lease
         self._key = key.encode()
-        self._xadd = (b"XADD", self._key, b"*")
+        self._xadd_creating = (b"XADD", self._key, b"*")
+        self._xadd = (b"XADD", self._key, b"NOMKSTREAM", b"*")
         self._max_bytes = max_bytes
         self._data_bytes = 0
         self._retention_ms = int(retention * 1000)
@@ -111,15 +121,26 @@ class JobStream:
         self._data_bytes += len(data)
 
     async def _write(
-        self, *messages: StreamMessage, expire_ms: int | None = None, also: tuple[Command, ...] = ()
+        self,
+        *messages: StreamMessage,
+        expire_ms: int | None = None,
+        also: tuple[Command, ...] = (),
+        creates: bool = False,
     ) -> list[Any]:
-        commands: list[Command] = [(*self._xadd, *message.to_fields()) for message in messages]
+        """Append ``messages``, then run ``also``; their replies. Past the first write the stream must still
+        exist (StreamLost if not), unless the write ``creates`` it again (the error and end that report
+        the loss)."""
+        creates = creates or not self._created
+        xadd = self._xadd_creating if creates else self._xadd
+        commands: list[Command] = [(*xadd, *message.to_fields()) for message in messages]
         if expire_ms is None and not self._created:
             expire_ms = self._lifetime_ms
         if expire_ms is not None:
             commands.append((b"PEXPIRE", self._key, expire_ms))
         results = await self._writer.write([*commands, *also])
         self._created = True
+        if not creates and None in results[: len(messages)]:  # NOMKSTREAM: the stream is gone
+            raise StreamLost(self._key.decode())
         return results[len(commands) :]
 
     async def begin(self, cancelled_key: str) -> bool:
@@ -157,7 +178,7 @@ class JobStream:
 
     async def error(self, status: int, body: bytes) -> None:
         """An OpenAI-shaped error: the HTTP answer before the stream opened, an SSE error event after."""
-        await self._write(StreamMessage(kind=MessageKind.ERROR, status=status, data=body))
+        await self._write(StreamMessage(kind=MessageKind.ERROR, status=status, data=body), creates=True)
 
     async def result(self, status: int, body: bytes) -> None:
         self._take_room(body)
@@ -166,7 +187,10 @@ class JobStream:
     async def done(self) -> None:
         self._ended = True
         await self._write(
-            StreamMessage(kind=MessageKind.DONE), expire_ms=self._retention_ms, also=self._lease.release()
+            StreamMessage(kind=MessageKind.DONE),
+            expire_ms=self._retention_ms,
+            also=self._lease.release(),
+            creates=True,
         )
 
     async def expire(self) -> None:
