@@ -14,9 +14,9 @@ from starlette.exceptions import HTTPException
 
 from api import health, openai_routes, usage_routes
 from api.auth import CachedClientKeys, KeyStoreUnavailable, Unauthorized
+from api.errors import InvalidRequest
 from api.jobs import QueueFull
 from api.limits import ActorLimited, BodyTimeout, BodyTooLarge, Limits
-from api.openai_routes import InvalidRequest
 from api.state import ApiState
 from api.stream_hub import StreamHub
 from api.unexpected import UnexpectedErrors

@@ -10,11 +10,12 @@ from typing import Any
 
 import orjson
 from arq.constants import job_key_prefix
-from arq.jobs import serialize_job
+from arq.jobs import SerializationError, serialize_job
 from opentelemetry import propagate
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
+from api.errors import InvalidRequest
 from api.limits import ActorLimited, Limits
 from api.state import ApiState
 from api.stream_hub import Tail
@@ -84,9 +85,13 @@ def add_job(
     The command's result is ``[b"ok", jobs waiting before this one]``, or the refusal: ``[b"queue_full",
     jobs waiting]``, ``[b"concurrency", limit]`` or ``[b"rate", ms until the window ends]``."""
     enqueued_ms = int(job.enqueued_at * 1000)
-    data = serialize_job(
-        JOB_FUNCTION, (job.model_dump(mode="json"),), {}, None, enqueued_ms, serializer=orjson.dumps
-    )
+    try:  # the only JSON that cannot be encoded again is nested too deep, with the job's own levels
+        payload = job.model_dump(mode="json")
+        data = serialize_job(JOB_FUNCTION, (payload,), {}, None, enqueued_ms, serializer=orjson.dumps)
+    except (ValueError, SerializationError):
+        raise InvalidRequest(
+            "the request body nests JSON deeper than this gateway carries (250 levels)"
+        ) from None
     job_keys = (
         job_key_prefix + job.interception_id,
         keys.queue,

@@ -13,6 +13,7 @@ from fastapi.responses import Response
 from redis.exceptions import ResponseError
 
 from api.auth import Caller
+from api.errors import InvalidRequest
 from api.jobs import enqueue_and_follow, new_chat_job
 from api.limits import read_body
 from api.relay import SSE_HEADERS, SSERelay, answer, json_error
@@ -25,15 +26,6 @@ from shared.upstream import UpstreamFailure, bearer
 router = APIRouter(prefix="/openai/v1")
 
 
-class InvalidRequest(Exception):
-    """A request the gateway refuses before enqueuing anything (HTTP 400)."""
-
-    def __init__(self, message: str, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-
-
 # The optional fields the gateway itself reads or rewrites (worker/chat.py), with the type each must have.
 READ_FIELDS: tuple[tuple[str, type, str], ...] = (
     ("stream", bool, "a boolean"),
@@ -41,9 +33,6 @@ READ_FIELDS: tuple[tuple[str, type, str], ...] = (
     ("tools", list, "an array"),
     ("n", int, "an integer"),
 )
-# orjson encodes at most 254 levels, and the queued job wraps the body in three more; real bodies (JSON
-# schemas of tools included) stay far below this.
-MAX_JSON_DEPTH = 128
 
 
 def parse_chat_request(raw: bytes) -> dict[str, Any]:
@@ -67,25 +56,7 @@ def parse_chat_request(raw: bytes) -> dict[str, Any]:
             raise InvalidRequest(f"'{name}' must be {description}", name)
     if not all(isinstance(tool, dict) for tool in body.get("tools") or ()):
         raise InvalidRequest("every item of 'tools' must be an object", "tools")
-    if nested_deeper_than(body, MAX_JSON_DEPTH):
-        raise InvalidRequest(f"the request body nests JSON deeper than {MAX_JSON_DEPTH} levels")
     return body
-
-
-def nested_deeper_than(value: dict[str, Any] | list[Any], limit: int) -> bool:
-    """Whether ``value`` holds containers nested more than ``limit`` levels deep (``value`` itself is 1).
-    Level by level, with the exact types orjson makes: a few ms for a 1 MB body."""
-    level: list[Any] = [value]
-    for _ in range(limit):
-        level = [
-            child
-            for container in level
-            for child in (container.values() if type(container) is dict else container)
-            if type(child) is dict or type(child) is list
-        ]
-        if not level:
-            return False
-    return True
 
 
 def client_upstream_key(state: ApiState, request: Request) -> str | None:

@@ -11,12 +11,16 @@ import pytest
 from aiohttp import StreamReader
 from aiohttp.base_protocol import BaseProtocol
 from fastapi import FastAPI, Request
+from redis.asyncio import Redis
 
-from api.openai_routes import InvalidRequest, nested_deeper_than, parse_chat_request, resume_point
+from api.errors import InvalidRequest
+from api.jobs import add_job, new_chat_job
+from api.openai_routes import parse_chat_request, resume_point
 from api.relay import sse_events
 from api.resume import Resume, resume_verdict
 from api.unexpected import UnexpectedErrors
 from shared.errors import normalize_error_body
+from shared.keys import RedisKeys
 from shared.messages import MessageKind, StreamMessage
 from shared.sse import data_fields
 from worker.chat import is_stream_end
@@ -194,14 +198,18 @@ def test_stream_messages_round_trip_through_redis_fields():
     )
 
 
-def test_nesting_depth_counts_the_outer_container_as_one_level():
-    assert not nested_deeper_than({"a": [{"b": []}], "c": 1}, 4)
-    assert nested_deeper_than({"a": [{"b": []}], "c": 1}, 3)
-    assert not nested_deeper_than([], 1)
-    at_the_limit = b'{"model": "m", "messages": [{}], "x": %s}' % (b"[" * 127 + b"]" * 127)
-    assert parse_chat_request(at_the_limit)["model"] == "m"
-    with pytest.raises(InvalidRequest):
-        parse_chat_request(at_the_limit.replace(b"[", b"[[", 1).replace(b"]", b"]]", 1))
+def test_a_body_nested_deeper_than_the_job_can_carry_is_refused_before_anything_is_queued():
+    def queue(depth: int) -> int:
+        body = parse_chat_request(
+            b'{"model": "m", "messages": [{}], "x": %s}' % (b"[" * depth + b"]" * depth)
+        )
+        pipe = Redis().pipeline(transaction=False)  # never executed: no server needed
+        add_job(pipe, RedisKeys("t:"), new_chat_job("i", body, None), expires=1)
+        return len(pipe.command_stack)
+
+    assert queue(250) == 1
+    with pytest.raises(InvalidRequest, match="250 levels"):
+        queue(251)
 
 
 def test_an_unexpected_exception_is_an_openai_shaped_500_and_one_log_line_without_the_body(caplog):
