@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,9 @@ from shared.mcp.config import McpServerConfig
 from shared.recording.store import async_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+REPLACED_VARIABLES = {
+    "AIBRIDGE_STREAM_MAXLEN": "AIBRIDGE_STREAM_MAX_BYTES (streams are bounded in bytes and never trimmed)",
+}
 
 
 class ConfigError(Exception):
@@ -161,6 +165,9 @@ def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings
     """
     if config_path is not None and not config_path.is_file():
         raise ConfigError(f"config file not found: {config_path}")
+    for variable, replacement in REPLACED_VARIABLES.items():
+        if variable in os.environ:  # an operator's setting that would otherwise be ignored without a word
+            raise ConfigError(f"{variable} is no longer read: use {replacement}")
 
     class _FileSettings(Settings):
         @classmethod

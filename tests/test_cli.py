@@ -36,6 +36,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
             {"AIBRIDGE_HEARTBEAT_TIMEOUT": "1", "AIBRIDGE_HEARTBEAT_INTERVAL": "2"},
             "AIBRIDGE_HEARTBEAT_TIMEOUT",
         ),
+        ({"AIBRIDGE_STREAM_MAXLEN": "10000"}, "AIBRIDGE_STREAM_MAX_BYTES"),
     ],
 )
 def test_bad_config_is_one_line_on_stderr_and_exit_code_2(env, field):
