@@ -15,6 +15,9 @@ from redis.typing import EncodableT
 
 from shared.keys import RedisKeys
 
+Command = Sequence[EncodableT]
+"""A Redis command as its arguments, as hiredis packs it."""
+
 
 def redis_settings(url: str) -> RedisSettings:
     return RedisSettings.from_dsn(url)
@@ -70,7 +73,7 @@ class PackedConnection:
     def __init__(self, redis: Redis) -> None:
         self._connection = redis.connection_pool.make_connection()
 
-    async def execute(self, commands: Sequence[Sequence[EncodableT]]) -> list[Any]:
+    async def execute(self, commands: Sequence[Command]) -> list[Any]:
         """Send ``commands`` in one write and return their raw replies (never decoded, no response
         callbacks), an error reply as its ResponseError in its place. A failed connection is reopened by the
         next call."""

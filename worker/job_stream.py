@@ -14,9 +14,10 @@ from redis.exceptions import RedisError
 
 from shared.errors import error_body
 from shared.messages import MessageKind, StreamMessage
+from shared.redis import Command
 from shared.sse import data_fields
 from shared.upstream import UpstreamFailure
-from worker.stream_writes import CoalescingWriter, Command
+from worker.stream_writes import CoalescingWriter
 
 logger = logging.getLogger(__name__)
 

@@ -45,14 +45,12 @@ async def chat_completions(ctx: dict[str, Any], payload: dict[str, Any]) -> None
         lease=lease,
     )
     try:
-        client_left = await stream.begin(deps.keys.cancelled(interception_id))
-        if client_left:
+        if await stream.begin(deps.keys.cancelled(interception_id)):
             logger.info("interception %s: client left before the job started", interception_id)
             await stream.expire()
+            return
     except RedisError as exc:  # an outage as the job starts: its client gets its error from the API
         logger.warning("interception %s: Redis failed as the job started: %s", interception_id, exc)
-        return
-    if client_left:
         return
     try:
         headers = upstream_headers(job, settings, deps.cipher)

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.typing import EncodableT
 
-from shared.redis import PackedConnection
+from shared.redis import Command, PackedConnection
 
-Command = Sequence[EncodableT]
 Batch = list[tuple[list[Command], "asyncio.Future[list[Any]]"]]
 
 STOPPED = "the stream writer stopped"

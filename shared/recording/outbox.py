@@ -13,21 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
 from typing import Any, Protocol
 
 from pydantic import TypeAdapter
-from redis.typing import EncodableT
 
 from shared.keys import RedisKeys
 from shared.recording.records import InterceptionEnded, InterceptionStarted, Record
+from shared.redis import Command
 
 logger = logging.getLogger(__name__)
 
 FIELD = b"r"
 RECORD = TypeAdapter[Record](Record)
-
-Command = Sequence[EncodableT]
 
 
 def append(keys: RedisKeys, maxlen: int, payload: bytes) -> Command:
