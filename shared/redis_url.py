@@ -151,6 +151,8 @@ def _options(query: list[tuple[str, str]], scheme: str) -> dict[str, Any]:
             hint = " (TLS parameters need rediss://)" if name in TLS_PARAMETERS else ""
             raise ValueError(f"unknown parameter {name!r}{hint}; known: {', '.join(sorted(known))}")
         options[name] = known[name](name, value)
+    if ("ssl_certfile" in options) != ("ssl_keyfile" in options):
+        raise ValueError("a client certificate needs both ssl_certfile and ssl_keyfile")
     return options
 
 

@@ -77,6 +77,7 @@ def test_a_unix_socket_url_still_works() -> None:
         ("redis://h?ssl_ca_certs=/ca.pem", "TLS parameters need rediss://"),
         ("rediss://h?ssl_ca_certs=/no/such/ca.pem", "no such file: /no/such/ca.pem"),
         ("rediss://h?ssl_cert_reqs=maybe", "ssl_cert_reqs must be one of"),
+        ("rediss://h?ssl_certfile=/etc/hostname", "needs both ssl_certfile and ssl_keyfile"),
         ("rediss://h?socket_timeout=1", "unknown parameter 'socket_timeout'"),
         ("redis+sentinel://s1:26379", "needs the master's name"),
         ("redis://h1,h2", "use redis+sentinel://"),
