@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -27,7 +29,8 @@ from shared.errors import error_object
 from shared.keys import RedisKeys
 from shared.metrics import ApiMetrics
 from shared.recording.store import RecordStore
-from shared.redis import connect
+from shared.redis import connect, wait_until_answers
+from shared.redis_url import describe_redis
 from shared.upstream import OpenAIUpstream, new_session
 
 logger = logging.getLogger(__name__)
@@ -37,7 +40,10 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         keys = RedisKeys(settings.key_prefix)
+        logger.info("API on %s", describe_redis(settings.redis_url, settings.key_prefix))
         redis = await connect(settings.redis_url, keys)
+        # serves from the start: requests get a 503 queue_unavailable until Redis answers
+        answered = asyncio.create_task(wait_until_answers(redis, settings.redis_url))
         session = new_session()
         streams = StreamHub(redis, keys.api_wake, settings.relay_buffer_bytes)
         app.state.aibridge_records = records = RecordStore(settings.database_url)
@@ -60,6 +66,9 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            answered.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await answered
             await streams.stop()
             await app.state.aibridge_records.close()
             await session.close()

@@ -141,10 +141,13 @@ def _status(settings: Settings, *, watch: bool) -> int:
     from redis.exceptions import RedisError
 
     from shared.keys import RedisKeys
+    from shared.redis import connection_pool
     from shared.status import format_status, read_status
 
     async def show() -> None:
-        redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        redis = Redis(
+            connection_pool=connection_pool(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        )
         try:
             while True:
                 status = await read_status(redis, RedisKeys(settings.key_prefix), settings.heartbeat_timeout)

@@ -19,6 +19,7 @@ from pydantic_settings import (
 
 from shared.mcp.config import McpServerConfig
 from shared.recording.store import async_url
+from shared.redis_url import parse_redis_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 REPLACED_VARIABLES = {
@@ -99,9 +100,8 @@ class Settings(BaseSettings):
 
     @field_validator("redis_url")
     @classmethod
-    def _redis_scheme(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
-            raise ValueError("must start with redis://, rediss:// or unix://")
+    def _redis_url(cls, value: str) -> str:
+        parse_redis_url(value)  # raises ValueError (never showing the password) for a URL it cannot use
         return value
 
     @field_validator("database_url")

@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from shared.config import Settings, is_loopback
+from shared.redis_url import describe_redis
 
 STOP_TIMEOUT = 35.0
 
@@ -99,6 +100,7 @@ def run_local(settings: Settings, config: Path | None) -> int:
             file=sys.stderr,
         )
     owned: list[subprocess.Popen[bytes]] = []
+    redis_url = settings.redis_url
     with tempfile.TemporaryDirectory(prefix="aibridge-redis-") as workdir:
         if "redis_url" not in settings.model_fields_set and not redis_answers(settings.redis_url):
             found = find_redis_server()
@@ -109,9 +111,15 @@ def run_local(settings: Settings, config: Path | None) -> int:
             port = free_port()
             print(f"aibridge: starting {origin} on 127.0.0.1:{port}", file=sys.stderr)
             owned.append(start_redis(binary, port, workdir))
-            env["AIBRIDGE_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
-        else:
-            print(f"aibridge: using Redis at {settings.redis_url}", file=sys.stderr)
+            env["AIBRIDGE_REDIS_URL"] = redis_url = f"redis://127.0.0.1:{port}/0"
+        print(f"aibridge: using {describe_redis(redis_url, settings.key_prefix)}", file=sys.stderr)
+        if not owned and settings.key_prefix == Settings.model_fields["key_prefix"].default:
+            print(
+                "aibridge: this Redis was not started by aibridge up, and another gateway using it with the "
+                "default key prefix would take this one's jobs: give each gateway its own AIBRIDGE_KEY_PREFIX "
+                "(e.g. AIBRIDGE_KEY_PREFIX=myproject:)",
+                file=sys.stderr,
+            )
         base = [sys.executable, "-m", "shared.cli"] + (["--config", str(config)] if config else [])
         if subprocess.run([*base, "db", "upgrade"], env=env, check=False).returncode != 0:
             _stop(owned)

@@ -1,29 +1,36 @@
-"""Redis connections: arq's pool with JSON (never pickle) job payloads."""
+"""Redis connections: arq's client with JSON (never pickle) job payloads, on one server or a Sentinel-managed
+master (see shared/redis_url.py for the URL)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import hiredis
 import orjson
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis
 from redis.asyncio import ConnectionPool, Redis
-from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import ResponseError
+from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection, UnixDomainSocketConnection
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.exceptions import RedisError, ResponseError
 from redis.typing import EncodableT
 
 from shared.keys import RedisKeys
+from shared.redis_url import parse_redis_url
+
+logger = logging.getLogger(__name__)
 
 Command = Sequence[EncodableT]
 """A Redis command as its arguments, as hiredis packs it."""
 
 
-def redis_settings(url: str) -> RedisSettings:
-    return RedisSettings.from_dsn(url)
+CONNECT_TIMEOUT = 2.0
+RETRY_INTERVAL = 1.0
 
 
-class PromptCheckoutPool(ConnectionPool):
+class PromptCheckout:
     """redis-py's pool, without the read it tries on every connection it hands out.
 
     That check (``can_read_destructive``) waits a loop iteration for a read that times out at once, while
@@ -34,6 +41,44 @@ class PromptCheckoutPool(ConnectionPool):
 
     async def ensure_connection(self, connection: AbstractConnection) -> None:
         await connect_afresh_if_closed(connection)
+
+
+class PromptCheckoutPool(PromptCheckout, ConnectionPool):
+    """A pool of connections to one server."""
+
+
+class PromptCheckoutSentinelPool(PromptCheckout, SentinelConnectionPool):
+    """A pool of connections to the master the sentinels name, asked again at each new connection (after a
+    failover the connections to the old master fail, and the next ones go to the new master)."""
+
+
+def connection_pool(url: str, **options: Any) -> ConnectionPool:
+    """A pool for the Redis at ``url``; ``options`` go to each connection (e.g. ``socket_timeout``)."""
+    target = parse_redis_url(url)
+    kwargs: dict[str, Any] = {
+        "db": target.db,
+        "username": target.username,
+        "password": target.password,
+        "socket_connect_timeout": CONNECT_TIMEOUT,
+        **target.tls_kwargs(),
+        **options,
+    }
+    if target.sentinel:
+        sentinels = Sentinel(
+            target.addresses, sentinel_kwargs={**target.sentinel_kwargs(), **_socket(kwargs)}
+        )
+        return PromptCheckoutSentinelPool(target.master, sentinels, ssl=target.tls, **kwargs)
+    if target.socket_path is not None:
+        return PromptCheckoutPool(
+            connection_class=UnixDomainSocketConnection, path=target.socket_path, **kwargs
+        )
+    ((host, port),) = target.addresses
+    connection_class = SSLConnection if target.tls else Connection
+    return PromptCheckoutPool(connection_class=connection_class, host=host, port=port, **kwargs)
+
+
+def _socket(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in kwargs.items() if name.startswith("socket_")}
 
 
 async def connect_afresh_if_closed(connection: AbstractConnection) -> None:
@@ -47,20 +92,32 @@ async def connect_afresh_if_closed(connection: AbstractConnection) -> None:
 
 
 async def connect(url: str, keys: RedisKeys) -> ArqRedis:
-    redis = await create_pool(
-        redis_settings(url),
+    """arq's client for the Redis at ``url``; it connects at its first command (see ``wait_until_answers``)."""
+    return ArqRedis(
+        connection_pool(url),
         job_serializer=orjson.dumps,
         job_deserializer=orjson.loads,
         default_queue_name=keys.queue,
     )
-    checked = redis.connection_pool
-    redis.connection_pool = PromptCheckoutPool(
-        connection_class=checked.connection_class,
-        max_connections=checked.max_connections,
-        **checked.connection_kwargs,
-    )
-    await checked.disconnect()
-    return redis
+
+
+async def wait_until_answers(redis: Redis, url: str) -> None:
+    """Return once Redis answers PING, logging one line per failed attempt, an attempt a second."""
+    shown = parse_redis_url(url).masked
+    while True:
+        try:
+            await redis.ping()
+        except (RedisError, OSError) as exc:
+            logger.warning(
+                "Redis at %s does not answer (%s: %s); trying again in %.0fs",
+                shown,
+                type(exc).__name__,
+                exc,
+                RETRY_INTERVAL,
+            )
+            await asyncio.sleep(RETRY_INTERVAL)
+        else:
+            return
 
 
 class PackedConnection:

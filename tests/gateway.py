@@ -123,6 +123,10 @@ class Gateway:
         """Everything the deployment's processes have written to stdout and stderr so far."""
         return "".join(p.read_text(errors="replace") for p in sorted(self._logs.glob("*.log")))
 
+    def output_of(self, command: str) -> str:
+        """What the processes of ``command`` (``api``, ``worker``) have written so far."""
+        return "".join(p.read_text(errors="replace") for p in sorted(self._logs.glob(f"{command}-*.log")))
+
     def logs(self) -> str:
         return "\n".join(
             f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self._logs.iterdir())

@@ -13,7 +13,8 @@ from arq.connections import ArqRedis
 
 from shared.config import Settings
 from shared.keys import RedisKeys
-from shared.redis import connect
+from shared.redis import connect, wait_until_answers
+from shared.redis_url import describe_redis
 from worker.control import ControlListener
 from worker.deps import DEPS_KEY, WorkerDeps
 from worker.jobs import chat_completions
@@ -60,7 +61,9 @@ def build_worker(settings: Settings, redis: ArqRedis) -> ListPickupWorker:
 
 def run_worker(settings: Settings) -> None:
     async def serve() -> None:
+        logger.info("worker on %s", describe_redis(settings.redis_url, settings.key_prefix))
         redis = await connect(settings.redis_url, RedisKeys(settings.key_prefix))
+        await wait_until_answers(redis, settings.redis_url)
         worker = build_worker(settings, redis)
         try:
             await worker.async_run()
@@ -73,5 +76,6 @@ def run_worker(settings: Settings) -> None:
                     "the worker's cleanup took over %.0fs: exiting without the rest", CLEANUP_TIMEOUT
                 )
 
-    with contextlib.suppress(asyncio.CancelledError):
+    # KeyboardInterrupt: a Ctrl-C while Redis does not answer yet, before arq handles the signal
+    with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
         uvloop.run(serve())
