@@ -171,7 +171,7 @@ class ChatCompletionsInterception:
             if response.status >= 400:
                 raw = await response.content.read(ERROR_BODY_LIMIT)
                 await self._error(
-                    response.status, normalize_error_body(raw, f"upstream answered {response.status}")
+                    response.status, self._upstream.error_body(response.status, raw, self._upstream_headers)
                 )
                 return False
             async for batch in iter_sse_batches(response.content, is_stream_end):
@@ -310,7 +310,7 @@ class ChatCompletionsInterception:
             raw = await response.read()
             status = response.status
         if status >= 400:
-            await self._result(status, normalize_error_body(raw, f"upstream answered {status}"))
+            await self._result(status, self._upstream.error_body(status, raw, self._upstream_headers))
             return None, raw, status
         try:
             completion = orjson.loads(raw)

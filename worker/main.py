@@ -14,6 +14,7 @@ from arq.connections import ArqRedis
 from shared.config import Settings
 from shared.keys import RedisKeys
 from shared.redis import connect
+from shared.upstream import missing_key_warning
 from worker.control import ControlListener
 from worker.deps import DEPS_KEY, WorkerDeps
 from worker.jobs import chat_completions
@@ -59,6 +60,9 @@ def build_worker(settings: Settings, redis: ArqRedis) -> ListPickupWorker:
 
 
 def run_worker(settings: Settings) -> None:
+    if (warning := missing_key_warning(settings)) is not None:
+        logger.warning(warning)
+
     async def serve() -> None:
         redis = await connect(settings.redis_url, RedisKeys(settings.key_prefix))
         worker = build_worker(settings, redis)
