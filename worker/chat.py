@@ -168,6 +168,7 @@ class ChatCompletionsInterception:
         async with self._upstream.post(
             PATH, self._request_body(streaming=True), self._upstream_headers
         ) as response:
+            self._stream.upstream_answered(response.headers.items())
             if response.status >= 400:
                 raw = await response.content.read(ERROR_BODY_LIMIT)
                 await self._error(
@@ -307,6 +308,7 @@ class ChatCompletionsInterception:
         async with self._upstream.post(
             PATH, self._request_body(streaming=False), self._upstream_headers
         ) as response:
+            self._stream.upstream_answered(response.headers.items())
             raw = await response.read()
             status = response.status
         if status >= 400:
