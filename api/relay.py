@@ -80,10 +80,11 @@ async def answer(state: ApiState, job: ChatJob, tail: Tail, request: Request, re
                 deadline = time.monotonic() + settings.heartbeat_timeout
                 if message.kind is MessageKind.OPEN:
                     relaying = True  # the tail is the SSE relay's from here
-                    return SSERelay(state, interception_id, tail, batch[index + 1 :], received_at)
+                    pending, headers = batch[index + 1 :], message.headers
+                    return SSERelay(state, interception_id, tail, pending, received_at, headers=headers)
                 if message.kind in (MessageKind.ERROR, MessageKind.RESULT):
                     state.metrics.time_to_first_chunk.observe(time.monotonic() - received_at)
-                    return Response(message.data, message.status, media_type="application/json")
+                    return Response(message.data, message.status, message.headers, "application/json")
                 if message.kind is MessageKind.DONE:
                     return json_error(
                         502, "the worker ended the job without an answer", "server_error", "no_answer"
@@ -125,11 +126,13 @@ class SSERelay(Response):
         received_at: float,
         *,
         resume_within: tuple[bytes, int] = (b"", 0),
+        headers: dict[str, str] | None = None,
     ) -> None:
-        """``resume_within``: an entry id and how many of its first events the client already has."""
+        """``resume_within``: an entry id and how many of its first events the client already has;
+        ``headers``: the upstream's, relayed (``shared.relayed_headers``)."""
         self.status_code = 200
         self.background = None
-        self.init_headers(SSE_HEADERS)  # no body, no length
+        self.init_headers({**(headers or {}), **SSE_HEADERS})  # no body, no length
         self._state = state
         self._interception_id = interception_id
         self._tail = tail

@@ -31,3 +31,13 @@ def normalize_error_body(raw: bytes, fallback_message: str) -> bytes:
     text = raw[:512].decode("utf-8", "replace").strip()
     detail = f"{fallback_message}: {text}" if text else fallback_message
     return error_body(detail, "upstream_error")
+
+
+def prefix_message(body: bytes, prefix: str) -> bytes:
+    """An OpenAI-shaped error ``body`` (as normalize_error_body makes it) whose message starts with ``prefix``
+    and goes on with the message it had."""
+    parsed = orjson.loads(body)
+    error = parsed["error"]
+    said = error.get("message")
+    error["message"] = f"{prefix}; the upstream said: {said}" if said else prefix
+    return orjson.dumps(parsed)

@@ -43,6 +43,8 @@ class StreamMessage(BaseModel):
     end); ``heartbeat`` says the worker is alive; ``error`` carries an HTTP status and an OpenAI-shaped error
     body; ``result`` carries the status and body of a blocking call; ``done`` ends the stream and renders
     nothing (the end marker a client sees is the upstream's own, relayed as a chunk; after an error, none).
+    ``headers``: on ``open``, and on ``error`` or ``result`` before it, the upstream's response headers the
+    client's HTTP answer carries (``shared.relayed_headers``), as a JSON object in one field.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -50,6 +52,7 @@ class StreamMessage(BaseModel):
     kind: MessageKind
     data: bytes = b""
     status: int = 0
+    headers: dict[str, str] = Field(default_factory=dict)
 
     def to_fields(self) -> list[bytes]:
         """The entry's field-value pairs, flat, as XADD takes them and XREAD returns them."""
@@ -58,12 +61,19 @@ class StreamMessage(BaseModel):
             fields += (b"d", self.data)
         if self.status:
             fields += (b"s", b"%d" % self.status)
+        if self.headers:
+            fields += (b"h", orjson.dumps(self.headers))
         return fields
 
     @classmethod
     def from_fields(cls, fields: list[bytes]) -> StreamMessage:
         values = dict(zip(fields[::2], fields[1::2], strict=True))
-        return cls(kind=values[b"k"], data=values.get(b"d", b""), status=values.get(b"s", 0))  # type: ignore[arg-type]
+        return cls(
+            kind=values[b"k"],  # type: ignore[arg-type]
+            data=values.get(b"d", b""),
+            status=values.get(b"s", 0),  # type: ignore[arg-type]
+            headers=orjson.loads(values[b"h"]) if b"h" in values else {},
+        )
 
 
 class ControlMessage(BaseModel):

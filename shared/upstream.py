@@ -10,12 +10,15 @@ from typing import Any
 import aiohttp
 import orjson
 
+from shared.byok import HEADER as CLIENT_KEY_HEADER
 from shared.config import Settings
-from shared.errors import error_body
+from shared.errors import error_body, normalize_error_body, prefix_message
 
 ERROR_BODY_LIMIT = 1 << 20
 ACTOR_ID_HEADER = "X-AI-Bridge-Actor-ID"
 ACTOR_METADATA_HEADER_PREFIX = "X-AI-Bridge-Actor-Metadata-"
+AUTHORIZATION = "Authorization"
+NO_UPSTREAM_KEY = "this gateway has no upstream key configured (AIBRIDGE_OPENAI_API_KEY)"
 
 
 class UpstreamFailure(Exception):
@@ -38,7 +41,7 @@ class OpenAIUpstream:
         self._base_url = settings.openai_base_url
         self._headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
         if settings.openai_api_key is not None:
-            self._headers["Authorization"] = f"Bearer {settings.openai_api_key.get_secret_value()}"
+            self._headers.update(bearer(settings.openai_api_key.get_secret_value()))
         self._timeout = aiohttp.ClientTimeout(
             total=None,
             connect=settings.upstream_connect_timeout,
@@ -70,6 +73,17 @@ class OpenAIUpstream:
                         ),
                     ) from exc
 
+    def error_body(self, status: int, raw: bytes, headers: Mapping[str, str] | None) -> bytes:
+        """The client's error body for the upstream's error answer (``status``, ``raw`` body) to a request
+        sent with ``headers`` over the usual ones: a 401 to a request that carried no upstream key at all
+        says the gateway has none, before the upstream's own message."""
+        body = normalize_error_body(raw, f"upstream answered {status}")
+        if status == 401 and AUTHORIZATION not in {**self._headers, **(headers or {})}:
+            return prefix_message(
+                body, f"{NO_UPSTREAM_KEY} and the request brought none ({CLIENT_KEY_HEADER})"
+            )
+        return body
+
     async def get(self, path: str, headers: Mapping[str, str] | None = None) -> tuple[int, str, bytes]:
         """GET ``path`` whole: status, content type and body."""
         async with guard_upstream():
@@ -82,8 +96,19 @@ class OpenAIUpstream:
 
 
 def bearer(upstream_key: str) -> dict[str, str]:
-    """The header that authenticates to the upstream with ``upstream_key`` instead of the central key."""
-    return {"Authorization": f"Bearer {upstream_key}"}
+    """The header that authenticates to the upstream with ``upstream_key`` (the central key, or instead of it
+    the client's own)."""
+    return {AUTHORIZATION: f"Bearer {upstream_key}"}
+
+
+def missing_key_warning(settings: Settings) -> str | None:
+    """The line a process that calls the upstream says at start when it has no upstream key."""
+    if settings.openai_api_key is not None:
+        return None
+    return (
+        f"{NO_UPSTREAM_KEY}: requests go upstream without credentials unless a client brings its own key "
+        f"({CLIENT_KEY_HEADER})"
+    )
 
 
 def actor_headers(actor_id: str, metadata: Mapping[str, str]) -> dict[str, str]:

@@ -34,6 +34,7 @@ class SSEReply:
     done: bool = True
     pace: float = 0.0  # seconds between events kept by sleeping the server's thread (asyncio's timers take
     # 1 ms at least): each event leaves in a write of its own, so a reader that keeps up gets one per read
+    headers: dict[str, str] = field(default_factory=dict)  # sent besides Content-Type
 
 
 @dataclass
@@ -197,7 +198,7 @@ class FakeUpstream:
         return web.Response()  # never sent: the connection is gone
 
     async def _sse(self, request: web.Request, reply: SSEReply, received: Received) -> web.StreamResponse:
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", **reply.headers})
         await response.prepare(request)
 
         def closed() -> bool:

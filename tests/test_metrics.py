@@ -83,8 +83,8 @@ def test_metrics_after_a_known_workload(make_gateway, upstream, mcp_http_url):
     assert api[("aibridge_queue_depth", ())] == 0
     assert api[("aibridge_time_to_first_chunk_seconds_count", ())] == 5
     assert (
-        api[("aibridge_relay_lag_seconds_count", ())] == 3 * 5 + 3
-    )  # 3 streams of 3 chunks, usage and [DONE]; the tool stream: its role chunk, "ok" and [DONE]
+        api[("aibridge_relay_lag_seconds_count", ())] == 3 * 4 + 3
+    )  # 3 streams of 3 chunks and [DONE] (no usage chunk: not asked for); the tool stream: role, "ok", [DONE]
     assert (
         api[("aibridge_relay_lag_seconds_bucket", (("le", "1.0"),))]
         == api[("aibridge_relay_lag_seconds_count", ())]

@@ -82,7 +82,7 @@ def test_an_injected_tool_loop_records_each_round_and_the_call(recording_gateway
         SSEReply(tool_call_stream("bmcp_test_add", '{"a": 1, "b": 2}', usage=round_usage)),
         SSEReply(text_stream(["3"], usage={**round_usage, "prompt_tokens": 30, "total_tokens": 35})),
     )
-    response = stream(recording_gateway, model)
+    response = stream(recording_gateway, model, stream_options={"include_usage": True})
     assert b'"total_tokens":50' in response.content  # cumulative usage relayed
     record = recorded(recording_gateway, interception_id(response))
     assert [(u["input_tokens"], u["output_tokens"]) for u in record["token_usages"]] == [(10, 5), (30, 5)]

@@ -21,7 +21,10 @@ USAGE = {
 def test_streamed_text_reaches_the_sdk_with_one_interception_id(gateway, upstream):
     model, _ = upstream.scenario(SSEReply(text_stream(["Hel", "lo", " world"], USAGE), delay=0.01))
     stream = gateway.client().chat.completions.create(
-        model=model, messages=[{"role": "user", "content": "hi"}], stream=True
+        model=model,
+        messages=[{"role": "user", "content": "hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
     )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -66,7 +69,12 @@ def test_chunks_are_relayed_byte_for_byte_but_for_the_id(gateway, upstream):
     odd = chunk("x", obfuscation="a1b2", system_fingerprint=None, extra_float=1e-7, emoji="\u00e9\u2603")
     spaced = b'{"id": "chatcmpl-upstream", "object":"chat.completion.chunk","choices":[],"z":1}'
     model, _ = upstream.scenario(SSEReply([odd, spaced, chunk(usage=USAGE)]))
-    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     response = httpx2.post(f"{gateway.base_url}/chat/completions", json=body, timeout=10)
     interception_id = response.headers["X-AIBridge-Interception-Id"]
     events = data_events(response.content)

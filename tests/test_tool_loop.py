@@ -55,7 +55,7 @@ def test_injected_call_is_run_and_hidden_from_the_client(tool_gateway, upstream,
         ),
         SSEReply(text_stream(["The echo said ping."], usage=ROUND_USAGE)),
     )
-    text, parts = stream_text(tool_gateway, model)
+    text, parts = stream_text(tool_gateway, model, stream_options={"include_usage": True})
     assert text == (preamble or "") + "The echo said ping."
     assert not [p for p in parts if p.choices and p.choices[0].delta.tool_calls]
     assert all(p.choices[0].finish_reason != "tool_calls" for p in parts if p.choices)
@@ -86,7 +86,7 @@ def test_usage_sent_in_the_withheld_finishing_chunk_still_counts(tool_gateway, u
         ),
         SSEReply(text_stream(["ok"], usage=ROUND_USAGE)),
     )
-    _, parts = stream_text(tool_gateway, model)
+    _, parts = stream_text(tool_gateway, model, stream_options={"include_usage": True})
     assert [p.usage.total_tokens for p in parts if p.usage] == [30]
 
 

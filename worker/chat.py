@@ -18,7 +18,7 @@ from shared.recording.records import Outcome, Recorder
 from shared.tracing import tracer
 from shared.upstream import ERROR_BODY_LIMIT, OpenAIUpstream, UpstreamCut, UpstreamFailure
 from worker.assistant import AssistantMessage, ToolCall
-from worker.chunks import replace_id, replace_id_and_usage
+from worker.chunks import parse_chunk, replace_id, replace_id_and_usage
 from worker.control import CLIENT_GONE
 from worker.job_stream import JobStream
 from worker.recording import InterceptionRecording
@@ -68,6 +68,7 @@ class ChatCompletionsInterception:
         self._messages: list[Any] = list(job.body.get("messages") or [])
         self._id_json = orjson.dumps(job.interception_id)
         self._cumulative_usage: dict[str, Any] = {}
+        self._usage_asked = (job.body.get("stream_options") or {}).get("include_usage") is True
 
     async def run(self) -> None:
         self._recording.started()
@@ -167,10 +168,11 @@ class ChatCompletionsInterception:
         async with self._upstream.post(
             PATH, self._request_body(streaming=True), self._upstream_headers
         ) as response:
+            self._stream.upstream_answered(response.headers.items())
             if response.status >= 400:
                 raw = await response.content.read(ERROR_BODY_LIMIT)
                 await self._error(
-                    response.status, normalize_error_body(raw, f"upstream answered {response.status}")
+                    response.status, self._upstream.error_body(response.status, raw, self._upstream_headers)
                 )
                 return False
             async for batch in iter_sse_batches(response.content, is_stream_end):
@@ -194,7 +196,7 @@ class ChatCompletionsInterception:
                 if not withheld:
                     relayed.append(data)
                 break
-            chunk = _parse_chunk(data)
+            chunk = parse_chunk(data)
             if isinstance(chunk, UpstreamFailure):
                 logger.warning("interception %s: bad upstream chunk", self._job.interception_id)
                 return relayed, withheld, chunk
@@ -210,6 +212,8 @@ class ChatCompletionsInterception:
                 withheld = withheld or self._starts_injected_call(delta)
                 if withheld:
                     continue
+            elif isinstance(usage, dict) and (withheld or not self._usage_asked):
+                continue  # a usage chunk: for a client that asked, once (a tool round's adds to the answer's)
             relayed.append(self._rewrite(data, chunk))
         return relayed, withheld, None
 
@@ -304,10 +308,11 @@ class ChatCompletionsInterception:
         async with self._upstream.post(
             PATH, self._request_body(streaming=False), self._upstream_headers
         ) as response:
+            self._stream.upstream_answered(response.headers.items())
             raw = await response.read()
             status = response.status
         if status >= 400:
-            await self._result(status, normalize_error_body(raw, f"upstream answered {status}"))
+            await self._result(status, self._upstream.error_body(status, raw, self._upstream_headers))
             return None, raw, status
         try:
             completion = orjson.loads(raw)
@@ -320,17 +325,3 @@ class ChatCompletionsInterception:
         if message.usage is not None:
             self._cumulative_usage = add_usage(self._cumulative_usage, message.usage)
         return completion, raw, status
-
-
-def _parse_chunk(data: bytes) -> dict[str, Any] | UpstreamFailure:
-    """The chunk as an object, or what to tell the client: a malformed chunk (502), or an error the
-    upstream sent in place of one (500)."""
-    try:
-        chunk = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        chunk = None
-    if not isinstance(chunk, dict):
-        return UpstreamFailure(502, normalize_error_body(data, "the upstream sent a malformed chunk"))
-    if "error" in chunk:
-        return UpstreamFailure(500, normalize_error_body(data, "the upstream reported an error"))
-    return chunk

@@ -1,4 +1,4 @@
-"""Rewrites of upstream JSON that keep every other byte as the upstream sent it."""
+"""Upstream chunks read, and rewritten so that every other byte stays as the upstream sent it."""
 
 from __future__ import annotations
 
@@ -6,6 +6,9 @@ import re
 from typing import Any
 
 import orjson
+
+from shared.errors import normalize_error_body
+from shared.upstream import UpstreamFailure
 
 
 def replace_id(raw: bytes, parsed: dict[str, Any], new_id_json: bytes) -> bytes:
@@ -34,3 +37,17 @@ def replace_id_and_usage(parsed: dict[str, Any], new_id_json: bytes, usage: dict
 
 def _reencode(parsed: dict[str, Any], replacements: dict[str, Any]) -> bytes:
     return orjson.dumps({**parsed, **replacements})
+
+
+def parse_chunk(data: bytes) -> dict[str, Any] | UpstreamFailure:
+    """The chunk as an object, or what to tell the client: a malformed chunk (502), or an error the
+    upstream sent in place of one (500)."""
+    try:
+        chunk = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        chunk = None
+    if not isinstance(chunk, dict):
+        return UpstreamFailure(502, normalize_error_body(data, "the upstream sent a malformed chunk"))
+    if "error" in chunk:
+        return UpstreamFailure(500, normalize_error_body(data, "the upstream reported an error"))
+    return chunk

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from shared.errors import error_body
 from shared.messages import MessageKind, StreamMessage
 from shared.redis import Command
+from shared.relayed_headers import relayed_headers
 from shared.sse import data_fields
 from shared.upstream import UpstreamFailure
 from worker.stream_writes import CoalescingWriter
@@ -114,6 +115,7 @@ class JobStream:
         self._lifetime_ms = int(lifetime * 1000)
         self._created = False
         self._ended = False
+        self._headers: dict[str, str] = {}
         self.opened = False
 
     def _take_room(self, data: bytes) -> None:
@@ -157,11 +159,20 @@ class JobStream:
             return
         await self._write(StreamMessage(kind=MessageKind.HEARTBEAT), also=self._lease.renew())
 
+    def upstream_answered(self, headers: Iterable[tuple[str, str]]) -> None:
+        """Take the relayed ones of an upstream answer's headers, until the stream opens: the client's HTTP
+        answer carries those of the last answer before it (a stream's open: its first round's)."""
+        if not self.opened:
+            self._headers = relayed_headers(headers)
+
+    def _open(self) -> StreamMessage:
+        self.opened = True
+        return StreamMessage(kind=MessageKind.OPEN, headers=self._headers)
+
     async def open(self) -> None:
         """Tell the API to start the client's SSE stream (headers, then pings while nothing else flows)."""
         if not self.opened:
-            self.opened = True
-            await self._write(StreamMessage(kind=MessageKind.OPEN))
+            await self._write(self._open())
 
     async def chunks(self, payloads: list[bytes]) -> None:
         """Relay rewritten upstream chunks (each an event's data): in one entry, or in entries of at most
@@ -173,17 +184,21 @@ class JobStream:
         for message in messages:
             self._take_room(message.data)
         if not self.opened:
-            self.opened = True
-            messages.insert(0, StreamMessage(kind=MessageKind.OPEN))
+            messages.insert(0, self._open())
         await self._write(*messages)
 
     async def error(self, status: int, body: bytes) -> None:
         """An OpenAI-shaped error: the HTTP answer before the stream opened, an SSE error event after."""
-        await self._write(StreamMessage(kind=MessageKind.ERROR, status=status, data=body), creates=True)
+        headers = {} if self.opened else self._headers  # an SSE error event has none
+        await self._write(
+            StreamMessage(kind=MessageKind.ERROR, status=status, data=body, headers=headers), creates=True
+        )
 
     async def result(self, status: int, body: bytes) -> None:
         self._take_room(body)
-        await self._write(StreamMessage(kind=MessageKind.RESULT, status=status, data=body))
+        await self._write(
+            StreamMessage(kind=MessageKind.RESULT, status=status, data=body, headers=self._headers)
+        )
 
     async def done(self) -> None:
         self._ended = True

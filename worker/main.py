@@ -15,6 +15,7 @@ from shared.config import Settings
 from shared.keys import RedisKeys
 from shared.redis import connect, wait_until_answers
 from shared.redis_url import describe_redis
+from shared.upstream import missing_key_warning
 from worker.control import ControlListener
 from worker.deps import DEPS_KEY, WorkerDeps
 from worker.jobs import chat_completions
@@ -60,6 +61,9 @@ def build_worker(settings: Settings, redis: ArqRedis) -> ListPickupWorker:
 
 
 def run_worker(settings: Settings) -> None:
+    if (warning := missing_key_warning(settings)) is not None:
+        logger.warning(warning)
+
     async def serve() -> None:
         logger.info("worker on %s", describe_redis(settings.redis_url, settings.key_prefix))
         redis = await connect(settings.redis_url, RedisKeys(settings.key_prefix))
