@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from shared.config import Settings, is_loopback
+from shared.config import ConfigError, Settings, is_loopback
 
 STOP_TIMEOUT = 35.0
 
@@ -47,6 +47,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Raises ConfigError, naming the address, when the API could not listen there (e.g. the port is taken)."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, protocol, _, address in addresses:  # every one, as the API's server binds them
+            with socket.socket(family, kind, protocol) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
+    except OSError as exc:
+        shown = f"[{host}]" if ":" in host else host
+        raise ConfigError(f"cannot listen on {shown}:{port}: {exc.strerror}") from None
 
 
 def start_redis(binary: str, port: int, workdir: str) -> subprocess.Popen[bytes]:
