@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -64,8 +65,10 @@ def check_can_listen(host: str, port: int) -> None:
         raise ConfigError(f"cannot listen on {shown}:{port}: {exc.strerror}") from None
 
 
-def start_redis(binary: str, port: int, workdir: str) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
+def start_redis(
+    binary: str, port: int, workdir: str, popen: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen
+) -> subprocess.Popen[bytes]:
+    process = popen(
         [
             binary,
             "--bind",

