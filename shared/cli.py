@@ -114,7 +114,8 @@ def _upgrade_database(settings: Settings) -> int:
     try:
         asyncio.run(upgrade(settings.database_url))
     except (OSError, ValueError, SQLAlchemyError) as exc:
-        print(f"aibridge: could not migrate the usage database: {exc}", file=sys.stderr)
+        cause = getattr(exc, "orig", None) or exc  # SQLAlchemy's own text adds a line of links
+        print(f"aibridge: could not migrate the usage database: {cause}", file=sys.stderr)
         return 1
     print("aibridge: the usage database is up to date", file=sys.stderr)
     return 0

@@ -243,3 +243,12 @@ def test_an_unknown_argument_shows_the_usage_of_its_command(args, command):
     assert result.returncode == 2
     assert result.stderr.startswith(f"usage: aibridge {command} ")
     assert f"aibridge {command}: error: unrecognized arguments: {args[-1]}" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["db", "upgrade"], ["keys", "list"]])
+def test_a_sqlite_file_in_no_directory_is_one_line(args, tmp_path):
+    missing = tmp_path / "no-such-directory"
+    result = run_cli(*args, env={"AIBRIDGE_DATABASE_URL": f"sqlite+aiosqlite:///{missing / 'records.db'}"})
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert f"no directory {missing} for the SQLite file" in result.stderr
