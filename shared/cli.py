@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import logging
 import sys
 from pathlib import Path
@@ -11,12 +12,16 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from shared.config import ConfigError, Settings, load_settings
+from shared.local import check_can_listen
 from shared.tracing import configure_tracing
 
 
 def _parser() -> argparse.ArgumentParser:
     config_help = "TOML file of settings (the environment overrides it)"
     parser = argparse.ArgumentParser(prog="aibridge", description="AI gateway")
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {importlib.metadata.version('aibridge')}"
+    )
     parser.add_argument("--config", type=Path, help=config_help)
     common = argparse.ArgumentParser(add_help=False)  # also accepted after the command
     common.add_argument("--config", type=Path, help=config_help, default=argparse.SUPPRESS)
@@ -43,14 +48,27 @@ def _parser() -> argparse.ArgumentParser:
     key_actions.add_parser("list", help="every key: id, actor, metadata, created, revoked", parents=[common])
     revoke = key_actions.add_parser("revoke", help="stop a key from working", parents=[common])
     revoke.add_argument("id", help="the key's id (as `keys list` shows it)")
+    for subcommands in (commands, key_actions):
+        for subparser in subcommands.choices.values():
+            subparser.set_defaults(subparser=subparser)  # the innermost command's is the one kept
     return parser
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """The arguments; an unknown one is reported with the usage of the command it follows (exit 2)."""
+    args, unknown = _parser().parse_known_args(argv)
+    if unknown:
+        args.subparser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse(argv)
     overrides = {name: getattr(args, name, None) for name in ("host", "port")}
     try:
         settings = load_settings(args.config, **{k: v for k, v in overrides.items() if v is not None})
+        if args.command in ("api", "up"):
+            check_can_listen(settings.host, settings.port)
     except ConfigError as exc:
         print(f"aibridge: {exc}", file=sys.stderr)
         return 2
@@ -96,7 +114,8 @@ def _upgrade_database(settings: Settings) -> int:
     try:
         asyncio.run(upgrade(settings.database_url))
     except (OSError, ValueError, SQLAlchemyError) as exc:
-        print(f"aibridge: could not migrate the usage database: {exc}", file=sys.stderr)
+        cause = getattr(exc, "orig", None) or exc  # SQLAlchemy's own text adds a line of links
+        print(f"aibridge: could not migrate the usage database: {cause}", file=sys.stderr)
         return 1
     print("aibridge: the usage database is up to date", file=sys.stderr)
     return 0

@@ -10,8 +10,10 @@ from typing import Any, Literal
 
 from cryptography.fernet import Fernet
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
@@ -42,7 +44,7 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
-    log_level: str = "info"
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"  # logging's and uvicorn's
 
     keepalive_interval: float = Field(default=10.0, gt=0)
     heartbeat_interval: float = Field(default=5.0, gt=0)
@@ -97,6 +99,11 @@ class Settings(BaseSettings):
         if duplicated := sorted({name for name in names if names.count(name) > 1}):
             raise ValueError(f"MCP server names must be unique: {', '.join(duplicated)}")
         return servers
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower_case_level(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
     @field_validator("redis_url")
     @classmethod
@@ -171,8 +178,6 @@ def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings
 
     Raises ConfigError with a one-line message on anything unusable.
     """
-    if config_path is not None and not config_path.is_file():
-        raise ConfigError(f"config file not found: {config_path}")
     for variable, replacement in REPLACED_VARIABLES.items():
         if variable in os.environ:  # an operator's setting that would otherwise be ignored without a word
             raise ConfigError(f"{variable} is no longer read: use {replacement}")
@@ -187,22 +192,43 @@ def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings
             dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (init_settings, env_settings, InitSettingsSource(settings_cls, init_kwargs=from_file))
+            from_env = _JsonCheckedEnvSource(settings_cls)
+            return (init_settings, from_env, InitSettingsSource(settings_cls, init_kwargs=from_file))
 
+    from_file = _read_toml(config_path) if config_path is not None else {}
     try:
-        from_file = _read_toml(config_path) if config_path is not None else {}
-        loaded = _FileSettings(**overrides)
+        return _FileSettings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from None
-    except ValueError as exc:  # a TOML file that does not parse
-        raise ConfigError(f"config file {config_path}: {exc}") from None
-    return loaded
+
+
+def _environment_variable(field: str) -> str:
+    return f"AIBRIDGE_{field.upper()}"
+
+
+class _JsonCheckedEnvSource(EnvSettingsSource):
+    """The environment, where a list or table setting that is not JSON is a ConfigError naming its variable."""
+
+    def prepare_field_value(
+        self, field_name: str, field: FieldInfo, value: Any, value_is_complex: bool
+    ) -> Any:
+        try:
+            return super().prepare_field_value(field_name, field, value, value_is_complex)
+        except ValueError as exc:
+            raise ConfigError(f"{_environment_variable(field_name)} is not valid JSON: {exc}") from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
     """The file's settings, with tables flattened: ``[[mcp.servers]]`` is ``mcp_servers``."""
-    with path.open("rb") as file:
-        document = tomllib.load(file)
+    try:
+        with path.open("rb") as file:
+            document = tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:  # a directory, a file it may not read
+        raise ConfigError(f"config file {path}: {exc.strerror}") from None
+    except ValueError as exc:  # not TOML, or not UTF-8
+        raise ConfigError(f"config file {path}: {exc}") from None
     flat: dict[str, Any] = {}
     for key, value in document.items():
         if isinstance(value, dict):
@@ -219,6 +245,6 @@ def _one_line(exc: ValidationError) -> str:
             problems.append(error["msg"].removeprefix("Value error, "))
             continue
         field = ".".join(str(part) for part in error["loc"])
-        variable = f"AIBRIDGE_{str(error['loc'][0]).upper()}"
+        variable = _environment_variable(str(error["loc"][0]))
         problems.append(f"{field} ({variable}): {error['msg']}")
     return "invalid configuration: " + "; ".join(problems)

@@ -11,10 +11,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
-from shared.config import Settings, is_loopback
+from shared.config import ConfigError, Settings, is_loopback
 from shared.redis_url import describe_redis
 
 STOP_TIMEOUT = 35.0
@@ -50,8 +51,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_redis(binary: str, port: int, workdir: str) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(
+def check_can_listen(host: str, port: int) -> None:
+    """Raises ConfigError, naming the address, when the API could not listen there (e.g. the port is taken)."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, kind, protocol, _, address in addresses:  # every one, as the API's server binds them
+            with socket.socket(family, kind, protocol) as sock:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind(address)
+    except OSError as exc:
+        shown = f"[{host}]" if ":" in host else host
+        raise ConfigError(f"cannot listen on {shown}:{port}: {exc.strerror}") from None
+
+
+def start_redis(
+    binary: str, port: int, workdir: str, popen: Callable[..., subprocess.Popen[bytes]] = subprocess.Popen
+) -> subprocess.Popen[bytes]:
+    process = popen(
         [
             binary,
             "--bind",

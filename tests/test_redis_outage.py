@@ -17,6 +17,7 @@ import pytest
 from shared.local import find_redis_server, free_port, start_redis
 from tests.fake_upstream import SSEReply, text_stream
 from tests.gateway import Gateway
+from tests.processes import spawn
 
 OUTAGES = [0.0, 0.3, 0.1, 0.6, 0.0, 1.0, 0.2, 0.0, 0.4, 0.8] * 2  # seconds between the kill and the restart
 SERVES_WITHIN = 6.0  # seconds after Redis answers again
@@ -35,7 +36,7 @@ class OwnRedis:
         self.binary = found[0]
         self.port = free_port()
         self.workdir = tempfile.mkdtemp(prefix="aibridge-outage-redis-")
-        self.process = start_redis(self.binary, self.port, self.workdir)
+        self.process = start_redis(self.binary, self.port, self.workdir, popen=spawn)
 
     @property
     def url(self) -> str:
@@ -46,7 +47,9 @@ class OwnRedis:
         self.process.wait(10)
 
     def restart(self) -> None:
-        self.process = start_redis(self.binary, self.port, self.workdir)  # returns once it answers PING
+        self.process = start_redis(
+            self.binary, self.port, self.workdir, popen=spawn
+        )  # returns once it answers PING
 
     def stop(self) -> None:
         self.process.kill()

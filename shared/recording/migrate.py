@@ -9,7 +9,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
 from shared.recording.store import async_url, create_engine
@@ -33,7 +34,7 @@ def alembic_config(url: str | None = None) -> Config:
 async def upgrade(url: str, revision: str = "head") -> None:
     """Brings the database at ``url`` to ``revision`` (the newest by default), creating a SQLite file if
     there is none. Safe to run from several processes at once: they take a lock and go one at a time."""
-    engine = create_engine(url, poolclass=NullPool)
+    engine = _engine(url)
     try:
         async with engine.connect() as connection:
             if engine.dialect.name == "sqlite":
@@ -44,6 +45,18 @@ async def upgrade(url: str, revision: str = "head") -> None:
             await connection.commit()
     finally:
         await engine.dispose()
+
+
+def _engine(url: str) -> AsyncEngine:
+    """An engine for one connection at a time; FileNotFoundError for a SQLite file in no directory (connecting
+    would fail, and aiosqlite's thread could report it after the event loop has closed, as a traceback)."""
+    parsed = make_url(async_url(url))
+    database = parsed.database
+    if parsed.get_backend_name() == "sqlite" and database not in (None, "", ":memory:"):
+        directory = Path(database).parent
+        if not directory.is_dir():
+            raise FileNotFoundError(f"no directory {directory} for the SQLite file {database}")
+    return create_engine(url, poolclass=NullPool)
 
 
 class SchemaBehind(Exception):
@@ -81,7 +94,7 @@ def _upgrade(connection: Connection, config: Config, revision: str) -> None:
 
 async def current_revision(url: str) -> str | None:
     """The revision the database at ``url`` is at, None before any."""
-    engine = create_engine(url, poolclass=NullPool)
+    engine = _engine(url)
     try:
         async with engine.connect() as connection:
             return await connection.run_sync(_current)
