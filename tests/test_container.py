@@ -21,7 +21,7 @@ import pytest
 from shared.local import free_port
 from tests.fake_upstream import SSEReply, text_stream
 from tests.gateway import FAST_TIMEOUTS
-from tests.test_deploy import ROOT
+from tests.mcp_http import ROOT
 
 BASE_IMAGE = os.environ.get("AIBRIDGE_TEST_PYTHON_IMAGE", "python:3.11-slim")
 HI = [{"role": "user", "content": "hi"}]

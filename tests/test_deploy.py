@@ -21,8 +21,8 @@ from shared.config import Settings
 from shared.local import free_port
 from tests.fake_upstream import SSEReply, text_stream
 from tests.gateway import FAST_TIMEOUTS
+from tests.mcp_http import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 HI = [{"role": "user", "content": "hi"}]
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import pytest
 
 from shared.config import Settings, _read_toml, load_settings
+from tests.mcp_http import ROOT
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "aibridge.example.toml"
+EXAMPLE = ROOT / "aibridge.example.toml"
 
 
 @pytest.fixture(autouse=True)
@@ -35,4 +35,4 @@ def test_every_setting_has_a_line_with_its_variable():
 
 
 def test_the_readme_points_to_the_example():
-    assert "aibridge.example.toml" in (EXAMPLE.parent / "README.md").read_text()
+    assert "aibridge.example.toml" in (ROOT / "README.md").read_text()
