@@ -51,7 +51,12 @@ def test_streaming_injected_tool_fixture(tool_gateway, upstream, name):
         as_reply(sections["streaming"], "text/event-stream"),
         as_reply(sections["streaming/tool-call"], "text/event-stream"),
     )
-    request = {**orjson.loads(sections["request"]), "model": model, "stream": True}
+    request = {
+        **orjson.loads(sections["request"]),
+        "model": model,
+        "stream": True,
+        "stream_options": {"include_usage": True},  # the cumulative usage chunk, relayed once at the end
+    }
     response = httpx2.post(f"{tool_gateway.base_url}/chat/completions", json=request, timeout=30)
     assert response.status_code == 200
     relayed = sse_events(response.content)
