@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx2
@@ -17,6 +15,7 @@ import pytest
 from shared.config import ConfigError, load_settings
 from shared.local import find_redis_server, free_port, redis_answers, start_redis
 from tests.fake_upstream import SSEReply, text_stream
+from tests.local_up import LocalUp
 from tests.processes import spawn
 
 
@@ -100,32 +99,14 @@ def test_up_serves_streams_and_stops_cleanly_on_ctrl_c(redis_url, upstream, tmp_
         "AIBRIDGE_OPENAI_BASE_URL": upstream.base_url,
         "AIBRIDGE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'records.db'}",
     }
-    up = spawn(
-        [sys.executable, "-m", "shared.cli", "up", "--port", str(port)],
-        death_signal=signal.SIGTERM,  # it stops its own children
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if httpx2.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx2.HTTPError:
-                pass
-            time.sleep(0.1)
+    with LocalUp(env, port) as up:
+        up.wait_ready(20)
         model, _ = upstream.scenario(SSEReply(text_stream(["up", " and", " running"])))
         body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": True}
-        response = httpx2.post(f"http://127.0.0.1:{port}/openai/v1/chat/completions", json=body, timeout=10)
+        response = httpx2.post(f"{up.url}/openai/v1/chat/completions", json=body, timeout=10)
         assert b"running" in response.content
-        up.send_signal(signal.SIGINT)
-        output = up.communicate(timeout=30)[0].decode()
-    finally:
-        if up.poll() is None:
-            up.kill()
-    assert up.returncode == 0, output
+        assert up.stop(30) == 0, up.output
+    output = up.output
     assert "Traceback" not in output
     assert f"using Redis at {redis_url}" in output
     with pytest.raises(httpx2.HTTPError):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ import redis
 from shared.local import find_redis_server, free_port
 from tests.fake_upstream import FakeUpstream, SSEReply, text_stream
 from tests.gateway import Gateway
+from tests.local_up import LocalUp
 from tests.redis_servers import RedisProcess, make_certificates, sentinel_setup, tls_redis
 
 PASSWORD = "s3cret-Pa55word"
@@ -107,24 +107,14 @@ def test_up_and_status_on_a_managed_redis_say_which_and_never_show_the_password(
         "AIBRIDGE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'records.db'}",
         "AIBRIDGE_LOG_LEVEL": "info",
     }  # the default key prefix: this Redis is the test's own
-    up = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "up", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for(lambda: ready(f"http://127.0.0.1:{port}") or up.poll() is not None, "up to be ready")
+    with LocalUp(env, port) as up:
+        up.wait_ready()
         model, _ = upstream.scenario(SSEReply(text_stream(["managed", " redis"])))
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/openai/v1", api_key="unused", max_retries=0)
+        client = openai.OpenAI(base_url=f"{up.url}/openai/v1", api_key="unused", max_retries=0)
         assert streamed_text(client, model) == "managed redis"
         shown = status(env)
-        up.send_signal(signal.SIGINT)
-        output = up.communicate(timeout=60)[0].decode()
-    finally:
-        if up.poll() is None:
-            up.kill()
-    assert up.returncode == 0, output
+        assert up.stop() == 0, up.output
+    output = up.output
     assert shown.returncode == 0 and "live workers      1" in shown.stdout, shown.stderr
     masked = redis_url.replace(PASSWORD, "***")
     assert f"aibridge: using Redis at {masked}, key prefix 'aibridge:'" in output

@@ -4,12 +4,7 @@ is no key, the worker says so at start, and the 401 the upstream then answers te
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-import time
 
-import httpx2
 import openai
 import pytest
 from cryptography.fernet import Fernet
@@ -18,6 +13,7 @@ from shared.config import Settings, load_settings
 from shared.local import free_port
 from shared.upstream import missing_key_warning
 from tests.fake_upstream import RawReply, SSEReply, text_stream
+from tests.local_up import LocalUp
 
 HI = [{"role": "user", "content": "hi"}]
 WARNING = "no upstream key configured"
@@ -84,27 +80,7 @@ def test_aibridge_up_without_a_key_says_so_in_one_line(redis_url, upstream, tmp_
         "AIBRIDGE_OPENAI_API_KEY": "",
         "AIBRIDGE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'records.db'}",
     }
-    up = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "up", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not ready(port):
-            assert up.poll() is None and time.monotonic() < deadline, "aibridge up did not get ready"
-            time.sleep(0.1)
-        up.send_signal(signal.SIGINT)
-        stderr = up.communicate(timeout=40)[1].decode()
-    finally:
-        if up.poll() is None:
-            up.kill()
-    assert len([line for line in stderr.splitlines() if WARNING in line]) == 1, stderr
-
-
-def ready(port: int) -> bool:
-    try:
-        return httpx2.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200
-    except httpx2.HTTPError:
-        return False
+    with LocalUp(env, port) as up:
+        up.wait_ready()
+        up.stop()
+    assert len([line for line in up.output.splitlines() if WARNING in line]) == 1, up.output
