@@ -20,12 +20,11 @@ from api.limits import ActorLimited, Limits
 from api.state import ApiState
 from api.stream_hub import Tail
 from shared.client_keys import Actor
+from shared.job import JOB_FUNCTION, InterceptionJob
 from shared.keys import RedisKeys
-from shared.messages import ChatJob, ControlMessage
+from shared.messages import ControlMessage
 
 logger = logging.getLogger(__name__)
-
-JOB_FUNCTION = "chat_completions"
 
 
 class QueueFull(Exception):
@@ -76,7 +75,7 @@ NO_LIMITS = Limits()
 
 
 def add_job(
-    pipe: Pipeline, keys: RedisKeys, job: ChatJob, *, expires: float, limits: Limits = NO_LIMITS
+    pipe: Pipeline, keys: RedisKeys, job: InterceptionJob, *, expires: float, limits: Limits = NO_LIMITS
 ) -> None:
     """Add to ``pipe`` what queues ``job`` if the ``limits`` allow it: arq's job key, its queue entry, its id
     on the pending list the workers block on, the actor's slot and request count, and the stream's owner.
@@ -118,7 +117,7 @@ def add_job(
     )
 
 
-async def enqueue_and_follow(state: ApiState, job: ChatJob) -> Tail:
+async def enqueue_and_follow(state: ApiState, job: InterceptionJob) -> Tail:
     """Queue ``job`` and start following its stream, in one round trip to Redis; raises QueueFull or
     ActorLimited, having queued nothing, when a limit refuses it."""
     tail = state.streams.follow(state.keys.stream(job.interception_id))
@@ -181,10 +180,10 @@ def new_chat_job(
     user_agent: str | None,
     actor: Actor | None = None,
     encrypted_upstream_key: str | None = None,
-) -> ChatJob:
+) -> InterceptionJob:
     trace_context: dict[str, str] = {}
     propagate.inject(trace_context)  # the worker's spans become children of the current one
-    return ChatJob(
+    return InterceptionJob(
         trace_context=trace_context,
         interception_id=interception_id,
         body=body,

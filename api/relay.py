@@ -18,7 +18,8 @@ from api.jobs import cancel
 from api.state import ApiState
 from api.stream_hub import Entry, Tail
 from shared.errors import error_body
-from shared.messages import ChatJob, MessageKind
+from shared.job import InterceptionJob
+from shared.messages import MessageKind
 from shared.sse import EVENT_SEPARATOR, data_field
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,9 @@ def json_error(
 WORKER_SILENT = ("lost contact with the worker handling this request", "server_error", "worker_timeout")
 
 
-async def answer(state: ApiState, job: ChatJob, tail: Tail, request: Request, received_at: float) -> Response:
+async def answer(
+    state: ApiState, job: InterceptionJob, tail: Tail, request: Request, received_at: float
+) -> Response:
     """Wait for the job's first decisive message on ``tail`` and turn it into the client's response.
     ``received_at`` (``time.monotonic()``) is when the request arrived. Giving up on the job frees its
     concurrency slot at once (it may never have reached a worker)."""

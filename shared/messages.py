@@ -1,29 +1,13 @@
-"""What crosses the queue (ChatJob) and a job's Redis Stream (StreamMessage), defined once."""
+"""What crosses a job's Redis Stream (StreamMessage) and the control channel (ControlMessage), defined once
+(the job itself: shared/job.py)."""
 
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
-
-
-class ChatJob(BaseModel):
-    """An interception handed from the API to a worker through the arq queue."""
-
-    model_config = ConfigDict(frozen=True)
-
-    interception_id: str
-    provider: Literal["openai"] = "openai"
-    body: dict[str, Any]
-    streaming: bool
-    user_agent: str | None = None
-    actor_id: str | None = None
-    actor_metadata: dict[str, str] = Field(default_factory=dict)
-    trace_context: dict[str, str] = Field(default_factory=dict)  # W3C traceparent of the API's span
-    encrypted_upstream_key: str | None = None  # the client's own provider key, encrypted (shared/byok.py)
-    enqueued_at: float
 
 
 class MessageKind(StrEnum):

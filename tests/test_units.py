@@ -250,3 +250,13 @@ def test_one_reads_chunks_are_cut_into_entries_of_bounded_size():
     groups = entry_groups(payloads, 100)
     assert groups == [[b"a" * 40, b"b" * 40], [b"c" * 40], [b"d" * 200], [b"e" * 10]]
     assert [payload for group in groups for payload in group] == payloads
+
+
+def test_token_counts_add_field_by_field_and_extra_by_name():
+    from shared.token_counts import TokenCounts
+
+    first = TokenCounts(input=3, output=5, cache_read=7, extra={"reasoning_tokens": 2})
+    second = TokenCounts(input=1, output=1, cache_write=4, extra={"reasoning_tokens": 1, "audio_tokens": 6})
+    assert first + second == TokenCounts(
+        input=4, output=6, cache_read=7, cache_write=4, extra={"reasoning_tokens": 3, "audio_tokens": 6}
+    )

@@ -12,8 +12,8 @@ import orjson
 from opentelemetry.trace import Span
 
 from shared.errors import error_body, normalize_error_body
+from shared.job import InterceptionJob
 from shared.mcp.tools import McpTool, ToolCallError
-from shared.messages import ChatJob
 from shared.recording.records import Outcome, Recorder
 from shared.tracing import tracer
 from shared.upstream import ERROR_BODY_LIMIT, OpenAIUpstream, UpstreamCut, UpstreamFailure
@@ -47,7 +47,7 @@ class ToolProxy(Protocol):
 class ChatCompletionsInterception:
     def __init__(
         self,
-        job: ChatJob,
+        job: InterceptionJob,
         upstream: OpenAIUpstream,
         stream: JobStream,
         tools: ToolProxy,

@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 from shared.byok import UnusableUpstreamKey, UpstreamKeyCipher
 from shared.config import Settings
 from shared.errors import error_body
-from shared.messages import ChatJob
+from shared.job import InterceptionJob
 from shared.upstream import actor_headers, bearer
 from worker.chat import ChatCompletionsInterception
 from worker.deps import WorkerDeps
@@ -23,9 +23,10 @@ from worker.job_stream import JobStream, SlotLease
 logger = logging.getLogger(__name__)
 
 
-async def chat_completions(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
+async def intercept(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
+    """Run one interception (shared/job.py), of any API family."""
     deps = WorkerDeps.of(ctx)
-    job = ChatJob.model_validate(payload)
+    job = InterceptionJob.model_validate(payload)
     interception_id = job.interception_id
     deps.metrics.queue_wait.observe(max(0.0, time.time() - job.enqueued_at))
     settings = deps.settings
@@ -97,7 +98,9 @@ async def chat_completions(ctx: dict[str, Any], payload: dict[str, Any]) -> None
             deps.control.unregister(interception_id)
 
 
-def upstream_headers(job: ChatJob, settings: Settings, cipher: UpstreamKeyCipher | None) -> dict[str, str]:
+def upstream_headers(
+    job: InterceptionJob, settings: Settings, cipher: UpstreamKeyCipher | None
+) -> dict[str, str]:
     """The headers of this job's upstream calls beyond the usual ones: the client's own key (decrypted here,
     for this request only) and, with ``send_actor_headers``, who the actor is."""
     headers: dict[str, str] = {}

@@ -10,15 +10,17 @@ from typing import Any
 import orjson
 import uvloop
 from arq.connections import ArqRedis
+from arq.worker import func
 
 from shared.config import Settings
+from shared.job import JOB_FUNCTION
 from shared.keys import RedisKeys
 from shared.redis import connect, wait_until_answers
 from shared.redis_url import describe_redis
 from shared.upstream import missing_key_warning
 from worker.control import ControlListener
 from worker.deps import DEPS_KEY, WorkerDeps
-from worker.jobs import chat_completions
+from worker.jobs import intercept
 from worker.pickup import ListPickupWorker
 
 logger = logging.getLogger(__name__)
@@ -42,7 +44,7 @@ def build_worker(settings: Settings, redis: ArqRedis) -> ListPickupWorker:
             await deps.close()
 
     return ListPickupWorker(
-        functions=[chat_completions],
+        functions=[func(intercept, name=JOB_FUNCTION)],
         queue_name=keys.queue,
         redis_pool=redis,
         on_startup=on_startup,

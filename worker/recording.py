@@ -7,8 +7,8 @@ from typing import Any
 
 import orjson
 
+from shared.job import InterceptionJob
 from shared.mcp.tools import McpTool
-from shared.messages import ChatJob
 from shared.recording.records import (
     InterceptionEnded,
     InterceptionStarted,
@@ -68,7 +68,7 @@ def parsed_arguments(arguments: str) -> Any:
 
 
 class InterceptionRecording:
-    def __init__(self, recorder: Recorder, job: ChatJob) -> None:
+    def __init__(self, recorder: Recorder, job: InterceptionJob) -> None:
         self._recorder = recorder
         self._job = job
         self._prompt = last_user_prompt(job.body.get("messages") or [])

@@ -1,0 +1,31 @@
+"""What crosses the queue: one interception, of any API family, and the arq function that runs it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from shared.families import Family
+
+JOB_FUNCTION = "intercept"
+"""The arq function name the API enqueues and the worker registers."""
+
+
+class InterceptionJob(BaseModel):
+    """An interception handed from the API to a worker through the arq queue."""
+
+    model_config = ConfigDict(frozen=True)
+
+    interception_id: str
+    family: Family = Family.OPENAI_CHAT
+    provider: str = "openai"
+    body: dict[str, Any]
+    streaming: bool
+    client_headers: dict[str, str] = Field(default_factory=dict)  # the client's headers that go upstream
+    user_agent: str | None = None
+    actor_id: str | None = None
+    actor_metadata: dict[str, str] = Field(default_factory=dict)
+    trace_context: dict[str, str] = Field(default_factory=dict)  # W3C traceparent of the API's span
+    encrypted_upstream_key: str | None = None  # the client's own provider key, encrypted (shared/byok.py)
+    enqueued_at: float
