@@ -23,6 +23,7 @@ from shared.errors import normalize_error_body
 from shared.keys import RedisKeys
 from shared.messages import MessageKind, StreamMessage
 from shared.sse import EVENT_SEPARATOR
+from worker.codec import SseEvent
 from worker.families.chat_chunks import add_usage, replace_id, replace_id_and_usage
 from worker.families.openai_chat import is_done
 from worker.job_stream import entry_groups
@@ -72,6 +73,23 @@ def test_sse_parser_hands_over_every_event_a_read_completes_and_keeps_the_rest()
         return seen
 
     assert asyncio.run(batches_per_read()) == [[b"a", b"b"], [b"c"], [b"d", b"[DONE]"]]
+
+
+def test_sse_parser_keeps_whole_events_their_names_and_lines_without_id_lines():
+    raw = b'event: message_start\ndata: {"a":1}\n\nid: 9\r\nevent: ping\r\ndata: {}\r\n\r\n: alive\n\ndata: [DONE]\n\n'
+
+    async def run() -> list[SseEvent]:
+        loop = asyncio.get_running_loop()
+        reader = StreamReader(BaseProtocol(loop), 2**16, loop=loop)
+        reader.feed_data(raw)
+        reader.feed_eof()
+        return [event async for batch in iter_sse_batches(reader, is_done) for event in batch]
+
+    assert asyncio.run(run()) == [
+        SseEvent("message_start", b'{"a":1}', b'event: message_start\ndata: {"a":1}'),
+        SseEvent("ping", b"{}", b"event: ping\ndata: {}"),
+        SseEvent(None, b"[DONE]", b"data: [DONE]"),
+    ]
 
 
 def test_events_of_one_entry_each_carry_an_id_a_client_can_resume_after():
