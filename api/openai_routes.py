@@ -26,7 +26,7 @@ from shared.upstream import UpstreamFailure, bearer
 router = APIRouter(prefix="/openai/v1")
 
 
-# The optional fields the gateway itself reads or rewrites (worker/chat.py), with the type each must have.
+# The optional fields the gateway itself reads or rewrites (worker/families/openai_chat.py), with the type each must have.
 READ_FIELDS: tuple[tuple[str, type, str], ...] = (
     ("stream", bool, "a boolean"),
     ("stream_options", dict, "an object"),

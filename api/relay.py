@@ -34,7 +34,7 @@ async def listen_for_disconnect(receive: Receive) -> None:
 
 
 def sse_events(entry_id: bytes, data_lines: bytes, skip: int = 0) -> bytes:
-    """The events of one stream entry (their ``data:`` lines, as ``shared.sse.data_fields`` joins them),
+    """The events of one stream entry (their lines, joined by ``shared.sse.EVENT_SEPARATOR``),
     each with its ``id``: the entry's id on the last, ``<entry id>/<n>`` on the n-th before it, so that a
     client can resume after any event. The first ``skip`` events are left out."""
     if EVENT_SEPARATOR not in data_lines:

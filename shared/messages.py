@@ -22,9 +22,8 @@ class MessageKind(StrEnum):
 class StreamMessage(BaseModel):
     """One entry of a job's stream.
 
-    ``open`` starts the client's SSE stream; ``chunk`` carries one or more rewritten upstream chunks, as the
-    ``data:`` lines of their events (``shared.sse.data_fields``: the API adds each event's ``id`` line and
-    end); ``heartbeat`` says the worker is alive; ``error`` carries an HTTP status and an OpenAI-shaped error
+    ``open`` starts the client's SSE stream; ``chunk`` carries one or more rewritten upstream events, their
+    lines joined by ``shared.sse.EVENT_SEPARATOR`` (the API adds each event's ``id`` line and end); ``heartbeat`` says the worker is alive; ``error`` carries an HTTP status and an OpenAI-shaped error
     body; ``result`` carries the status and body of a blocking call; ``done`` ends the stream and renders
     nothing (the end marker a client sees is the upstream's own, relayed as a chunk; after an error, none).
     ``headers``: on ``open``, and on ``error`` or ``result`` before it, the upstream's response headers the

@@ -1,4 +1,4 @@
-"""Server-sent event framing shared by the worker, which frames the chunks it relays, and the API, which adds
+"""Server-sent event framing shared by the worker, which frames the events it relays, and the API, which adds
 each event's ``id`` and sends them."""
 
 from __future__ import annotations
@@ -11,8 +11,3 @@ def data_field(payload: bytes) -> bytes:
     if b"\n" not in payload:
         return b"data: " + payload
     return b"\n".join(b"data: " + line for line in payload.split(b"\n"))
-
-
-def data_fields(payloads: list[bytes]) -> bytes:
-    """Several events' ``data:`` lines, the events separated by EVENT_SEPARATOR."""
-    return EVENT_SEPARATOR.join(map(data_field, payloads))

@@ -27,12 +27,13 @@ from shared.recording.migrate import HEAD, current_revision
 from tests.fake_upstream import SSEReply, text_stream
 from tests.processes import spawn
 from tests.test_recording import HI, interception_id, recorded
+from worker.families.chat_chunks import token_counts
 from worker.recording import token_usage
 
 
 def test_input_tokens_clamp_at_zero_and_count_in_metrics() -> None:
     usage = {"prompt_tokens": 10, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 25}}
-    record = token_usage("i-1", "msg-1", usage)
+    record = token_usage("i-1", "msg-1", token_counts(usage))
     assert (record.input, record.output, record.cache_read_input) == (0, 3, 25)
     metrics = WorkerMetrics(dict)
     metrics.record(record)  # Counter.inc raises on a negative amount

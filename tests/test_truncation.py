@@ -28,7 +28,8 @@ from tests.fake_upstream import (
     tool_call_stream,
 )
 from tests.test_recording import recorded
-from worker.chat import is_stream_end
+from worker.codec import SseEvent
+from worker.families.openai_chat import is_done
 from worker.sse import iter_sse_batches
 
 HI = [{"role": "user", "content": "hi"}]
@@ -55,8 +56,8 @@ def events(body: bytes) -> tuple[list[bytes], UpstreamCut | None]:
         reader.feed_eof()
         seen: list[bytes] = []
         try:
-            async for batch in iter_sse_batches(reader, is_stream_end):
-                seen.extend(batch)
+            async for batch in iter_sse_batches(reader, is_done):
+                seen.extend(event.data for event in batch)
         except UpstreamCut as cut:
             return seen, cut
         return seen, None
@@ -65,9 +66,9 @@ def events(body: bytes) -> tuple[list[bytes], UpstreamCut | None]:
 
 
 def test_the_chat_completions_end_is_a_done_event_and_nothing_else():
-    assert is_stream_end(b"[DONE]")
+    assert is_done(SseEvent(None, b"[DONE]", b"data: [DONE]"))
     for other in (b"[DONE", b"DONE", b'{"choices": []}', b"", b"[DONE]\n"):
-        assert not is_stream_end(other)
+        assert not is_done(SseEvent(None, other, b"data: " + other))
 
 
 def test_a_stream_with_its_end_yields_up_to_it_and_raises_nothing():

@@ -22,25 +22,25 @@ from api.unexpected import UnexpectedErrors
 from shared.errors import normalize_error_body
 from shared.keys import RedisKeys
 from shared.messages import MessageKind, StreamMessage
-from shared.sse import data_fields
-from worker.chat import is_stream_end
-from worker.chunks import replace_id, replace_id_and_usage
+from shared.sse import EVENT_SEPARATOR
+from worker.codec import SseEvent
+from worker.families.chat_chunks import add_usage, replace_id, replace_id_and_usage
+from worker.families.openai_chat import is_done
 from worker.job_stream import entry_groups
 from worker.sse import iter_sse_batches
-from worker.usage import add_usage
 
 NEW_ID = orjson.dumps("new-id")
 
 
 def read_sse(raw: bytes) -> list[list[bytes]]:
-    """The batches ``iter_sse_batches`` yields for ``raw``, received at once."""
+    """The events' data of the batches ``iter_sse_batches`` yields for ``raw``, received at once."""
 
     async def run() -> list[list[bytes]]:
         loop = asyncio.get_running_loop()
         reader = StreamReader(BaseProtocol(loop), 2**16, loop=loop)
         reader.feed_data(raw)
         reader.feed_eof()
-        return [batch async for batch in iter_sse_batches(reader, is_stream_end)]
+        return [[event.data for event in batch] async for batch in iter_sse_batches(reader, is_done)]
 
     return asyncio.run(run())
 
@@ -56,7 +56,7 @@ def test_sse_parser_hands_over_every_event_a_read_completes_and_keeps_the_rest()
     async def batches_per_read() -> list[list[bytes]]:
         loop = asyncio.get_running_loop()
         reader = StreamReader(BaseProtocol(loop), 2**16, loop=loop)
-        stream = iter_sse_batches(reader, is_stream_end)
+        stream = iter_sse_batches(reader, is_done)
         seen = []
         for received in (
             b"data: a\n\ndata: b\n\ndata: c",
@@ -67,21 +67,38 @@ def test_sse_parser_hands_over_every_event_a_read_completes_and_keeps_the_rest()
             reader.feed_data(received)
             if received == b"\r":  # completes nothing: the read must not yield
                 continue
-            seen.append(await anext(stream))
+            seen.append([event.data for event in await anext(stream)])
         reader.feed_eof()
-        seen.extend([batch async for batch in stream])
+        seen.extend([[event.data for event in batch] async for batch in stream])
         return seen
 
     assert asyncio.run(batches_per_read()) == [[b"a", b"b"], [b"c"], [b"d", b"[DONE]"]]
 
 
+def test_sse_parser_keeps_whole_events_their_names_and_lines_without_id_lines():
+    raw = b'event: message_start\ndata: {"a":1}\n\nid: 9\r\nevent: ping\r\ndata: {}\r\n\r\n: alive\n\ndata: [DONE]\n\n'
+
+    async def run() -> list[SseEvent]:
+        loop = asyncio.get_running_loop()
+        reader = StreamReader(BaseProtocol(loop), 2**16, loop=loop)
+        reader.feed_data(raw)
+        reader.feed_eof()
+        return [event async for batch in iter_sse_batches(reader, is_done) for event in batch]
+
+    assert asyncio.run(run()) == [
+        SseEvent("message_start", b'{"a":1}', b'event: message_start\ndata: {"a":1}'),
+        SseEvent("ping", b"{}", b"event: ping\ndata: {}"),
+        SseEvent(None, b"[DONE]", b"data: [DONE]"),
+    ]
+
+
 def test_events_of_one_entry_each_carry_an_id_a_client_can_resume_after():
-    entry = data_fields([b'{"n":1}', b"two\nlines", b'{"n":3}'])
+    entry = EVENT_SEPARATOR.join([b'data: {"n":1}', b"data: two\ndata: lines", b'data: {"n":3}'])
     assert sse_events(b"7-1", entry) == (
         b'id: 7-1/0\ndata: {"n":1}\n\nid: 7-1/1\ndata: two\ndata: lines\n\nid: 7-1\ndata: {"n":3}\n\n'
     )
     assert sse_events(b"7-1", entry, skip=2) == b'id: 7-1\ndata: {"n":3}\n\n'
-    assert sse_events(b"7-1", data_fields([b"x"])) == b"id: 7-1\ndata: x\n\n"
+    assert sse_events(b"7-1", b"data: x") == b"id: 7-1\ndata: x\n\n"
     assert resume_point(None) == (b"0-0", (b"", 0))
     assert resume_point("7-1") == (b"7-1", (b"", 0))
     assert resume_point("7-1/1") == (b"7-0", (b"7-1", 2))

@@ -16,7 +16,7 @@ from shared.errors import error_body
 from shared.messages import MessageKind, StreamMessage
 from shared.redis import Command
 from shared.relayed_headers import relayed_headers
-from shared.sse import data_fields
+from shared.sse import EVENT_SEPARATOR
 from shared.upstream import UpstreamFailure
 from worker.stream_writes import CoalescingWriter
 
@@ -174,12 +174,13 @@ class JobStream:
         if not self.opened:
             await self._write(self._open())
 
-    async def chunks(self, payloads: list[bytes]) -> None:
-        """Relay rewritten upstream chunks (each an event's data): in one entry, or in entries of at most
-        about ENTRY_MAX_BYTES when one upstream read brought more (an API reads an entry whole)."""
+    async def chunks(self, events: list[bytes]) -> None:
+        """Relay rewritten upstream events (each its lines, without the blank line that ends it): in one
+        entry, or in entries of at most about ENTRY_MAX_BYTES when one upstream read brought more (an API
+        reads an entry whole)."""
         messages = [
-            StreamMessage(kind=MessageKind.CHUNK, data=data_fields(group))
-            for group in entry_groups(payloads, ENTRY_MAX_BYTES)
+            StreamMessage(kind=MessageKind.CHUNK, data=EVENT_SEPARATOR.join(group))
+            for group in entry_groups(events, ENTRY_MAX_BYTES)
         ]
         for message in messages:
             self._take_room(message.data)

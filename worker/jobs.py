@@ -16,9 +16,10 @@ from shared.config import Settings
 from shared.errors import error_body
 from shared.job import InterceptionJob
 from shared.upstream import actor_headers, bearer
-from worker.chat import ChatCompletionsInterception
 from worker.deps import WorkerDeps
+from worker.families import CODECS
 from worker.job_stream import JobStream, SlotLease
+from worker.loop import ToolLoop
 
 logger = logging.getLogger(__name__)
 
@@ -53,14 +54,22 @@ async def intercept(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
     except RedisError as exc:  # an outage as the job starts: its client gets its error from the API
         logger.warning("interception %s: Redis failed as the job started: %s", interception_id, exc)
         return
+    codec_factory = CODECS.get(job.family)
+    if codec_factory is None:
+        logger.error("interception %s: this worker has no codec for %s", interception_id, job.family)
+        await _report_worker_error(
+            stream, f"this worker cannot serve {job.family} requests", "family_unsupported"
+        )
+        return
     try:
         headers = upstream_headers(job, settings, deps.cipher)
     except UnusableUpstreamKey as exc:
         logger.error("interception %s: %s", interception_id, exc)
         await _report_worker_error(stream, str(exc), "upstream_key_unusable")
         return
-    interception = ChatCompletionsInterception(
+    interception = ToolLoop(
         job,
+        codec_factory,
         deps.upstream,
         stream,
         deps.tools,
@@ -101,9 +110,10 @@ async def intercept(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
 def upstream_headers(
     job: InterceptionJob, settings: Settings, cipher: UpstreamKeyCipher | None
 ) -> dict[str, str]:
-    """The headers of this job's upstream calls beyond the usual ones: the client's own key (decrypted here,
-    for this request only) and, with ``send_actor_headers``, who the actor is."""
-    headers: dict[str, str] = {}
+    """The headers of this job's upstream calls beyond the usual ones: the client's own that go upstream
+    (e.g. ``anthropic-version``), the client's own key (decrypted here, for this request only) and, with
+    ``send_actor_headers``, who the actor is."""
+    headers = dict(job.client_headers)
     if job.encrypted_upstream_key is not None:
         if cipher is None:
             raise UnusableUpstreamKey(

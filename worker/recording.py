@@ -18,7 +18,8 @@ from shared.recording.records import (
     TokenUsage,
     ToolUsage,
 )
-from worker.assistant import ToolCall
+from shared.token_counts import TokenCounts
+from worker.codec import ToolCall
 
 
 def last_user_prompt(messages: list[Any]) -> str | None:
@@ -38,24 +39,14 @@ def last_user_prompt(messages: list[Any]) -> str | None:
     return None
 
 
-def token_usage(interception_id: str, msg_id: str, usage: dict[str, Any]) -> TokenUsage:
-    prompt_details = usage.get("prompt_tokens_details") or {}
-    completion_details = usage.get("completion_tokens_details") or {}
-    cached = int(prompt_details.get("cached_tokens") or 0)
+def token_usage(interception_id: str, msg_id: str, counts: TokenCounts) -> TokenUsage:
     return TokenUsage(
         interception_id=interception_id,
         msg_id=msg_id,
-        input=max(0, int(usage.get("prompt_tokens") or 0) - cached),  # some providers report more cached
-        output=int(usage.get("completion_tokens") or 0),
-        cache_read_input=cached,
-        extra={
-            "prompt_audio": int(prompt_details.get("audio_tokens") or 0),
-            "prompt_cached": cached,
-            "completion_accepted_prediction": int(completion_details.get("accepted_prediction_tokens") or 0),
-            "completion_rejected_prediction": int(completion_details.get("rejected_prediction_tokens") or 0),
-            "completion_audio": int(completion_details.get("audio_tokens") or 0),
-            "completion_reasoning": int(completion_details.get("reasoning_tokens") or 0),
-        },
+        input=counts.input,
+        output=counts.output,
+        cache_read_input=counts.cache_read,
+        extra=counts.extra,
     )
 
 
@@ -91,7 +82,7 @@ class InterceptionRecording:
             )
         )
 
-    def round_ended(self, msg_id: str, usage: dict[str, Any] | None) -> None:
+    def round_ended(self, msg_id: str, usage: TokenCounts | None) -> None:
         """After each upstream round: the prompt (once, with the first round's message id), and the round's
         token usage if it reported any."""
         if self._prompt is not None:

@@ -1,4 +1,4 @@
-"""Server-sent events read off an upstream response, a network read at a time."""
+"""Server-sent events read off an upstream response, a network read at a time, as whole events."""
 
 from __future__ import annotations
 
@@ -8,36 +8,37 @@ from aiohttp import StreamReader
 
 from shared.errors import error_body
 from shared.upstream import UpstreamCut
+from worker.codec import SseEvent
 
-StreamEnd = Callable[[bytes], bool]
-"""Whether an event's data is its API family's end of stream (chat completions: ``[DONE]``)."""
+StreamEnd = Callable[[SseEvent], bool]
+"""Whether an event is its API family's end of stream (chat completions: ``[DONE]``)."""
 
 
-async def iter_sse_batches(content: StreamReader, is_end: StreamEnd) -> AsyncIterator[list[bytes]]:
-    """The ``data`` of each event completed by a read, as raw bytes: one list per read that completes any,
-    the last ending with the stream's end event (``is_end``). A body that ends before that event raises
-    UpstreamCut: an upstream that stops early has not answered in full.
+async def iter_sse_batches(content: StreamReader, is_end: StreamEnd) -> AsyncIterator[list[SseEvent]]:
+    """The events completed by each read: one list per read that completes any, the last ending with the
+    stream's end event (``is_end``). A body that ends before that event raises UpstreamCut: an upstream that
+    stops early has not answered in full.
 
     Handing over whatever one read completed, rather than one event at a time, lets a busy worker relay a
-    burst of chunks as one stream entry."""
+    burst of events as one stream entry."""
     pending = b""
     async for received in content.iter_any():
         pending += received
         if b"\r" in pending:
             pending = _normalize_line_ends(pending)
         *complete, pending = pending.split(b"\n\n")
-        if batch := [data for block in complete if (data := _event_data(block)) is not None]:
-            for index, data in enumerate(batch):
-                if is_end(data):
+        if batch := [event for block in complete if (event := _event(block)) is not None]:
+            for index, event in enumerate(batch):
+                if is_end(event):
                     yield batch[: index + 1]
                     return
             yield batch
-    if (data := _event_data(pending.rstrip(b"\r\n"))) is not None:  # the last event, its blank line left out
-        if is_end(data):
-            yield [data]
+    if (event := _event(pending.rstrip(b"\r\n"))) is not None:  # the last event, its blank line left out
+        if is_end(event):
+            yield [event]
             return
         if pending.endswith((b"\n", b"\r")):  # whole lines: an event (an error, say), not a fragment
-            yield [data]
+            yield [event]
     raise UpstreamCut(
         502,
         error_body(
@@ -55,12 +56,25 @@ def _normalize_line_ends(text: bytes) -> bytes:
     return body.replace(b"\r\n", b"\n").replace(b"\r", b"\n") + held
 
 
-def _event_data(block: bytes) -> bytes | None:
-    """The ``data`` of one event's lines (several ``data:`` lines joined by LF); None if it has none.
-    Comments (``:``), ``event:``, ``id:`` and ``retry:`` lines carry nothing the relay needs."""
-    if block.startswith(b"data: ") and b"\n" not in block:
-        return block[6:]
-    values = [line[5:] for line in block.split(b"\n") if line.startswith(b"data:")]
+def _event(block: bytes) -> SseEvent | None:
+    """One event's lines read: None if it has no ``data:`` line (a comment, say: nothing to dispatch).
+    Its ``id:`` lines are dropped (the API numbers the events it relays)."""
+    if block.startswith(b"data: ") and b"\n" not in block:  # the common event, read without a split
+        return SseEvent(None, block[6:], block)
+    lines = block.split(b"\n")
+    name = None
+    values = []
+    kept = []
+    for line in lines:
+        if line.startswith(b"data:"):
+            value = line[5:]
+            values.append(value[1:] if value.startswith(b" ") else value)
+        elif line.startswith(b"event:"):
+            value = line[6:]
+            name = (value[1:] if value.startswith(b" ") else value).decode("utf-8", "replace")
+        elif line.startswith(b"id:") or line == b"id":
+            continue
+        kept.append(line)
     if not values:
         return None
-    return b"\n".join(value[1:] if value.startswith(b" ") else value for value in values)
+    return SseEvent(name, b"\n".join(values), b"\n".join(kept) if len(kept) < len(lines) else block)

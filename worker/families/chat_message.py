@@ -1,16 +1,12 @@
-"""The assistant message of one upstream round, rebuilt from streamed deltas or read from a completion."""
+"""The chat-completions assistant message of one upstream round, rebuilt from streamed deltas or read from a
+completion."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-
-@dataclass
-class ToolCall:
-    id: str
-    name: str
-    arguments: str
+from worker.codec import ToolCall
 
 
 @dataclass

@@ -1,0 +1,9 @@
+"""The API families' codecs, by family: what worker/jobs.py runs the tool loop with."""
+
+from __future__ import annotations
+
+from shared.families import Family
+from worker.codec import CodecFactory
+from worker.families.openai_chat import ChatCodec
+
+CODECS: dict[Family, CodecFactory] = {Family.OPENAI_CHAT: ChatCodec}
