@@ -15,7 +15,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.auth import Caller
 from shared.errors import error_object
-from shared.recording.store import InvalidCursor, RecordStore, usage_dimensions
+from shared.recording.reads import InvalidCursor, usage_dimensions
+from shared.recording.store import RecordStore
 from shared.recording.times import parse_time
 
 logger = logging.getLogger(__name__)

@@ -32,9 +32,11 @@ from api.usage_routes import router as usage_router
 from shared.keys import RedisKeys
 from shared.local import free_port
 from shared.recording.drain import GROUP, RecordDrainer
+from shared.recording.engine import async_url
 from shared.recording.lost import end_lost_interceptions
 from shared.recording.migrate import HEAD, VERSION_TABLE, current_revision, upgrade
 from shared.recording.outbox import OutboxRecorder
+from shared.recording.reads import InvalidCursor
 from shared.recording.records import (
     InterceptionEnded,
     InterceptionStarted,
@@ -45,8 +47,9 @@ from shared.recording.records import (
 )
 from shared.recording.report import ReportError, format_usage_table, usage_report
 from shared.recording.schema import metadata
-from shared.recording.store import InvalidCursor, InvalidRecord, RecordStore, async_url
+from shared.recording.store import RecordStore
 from shared.recording.times import parse_time
+from shared.recording.writes import InvalidRecord
 from worker.stream_writes import CoalescingWriter
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)

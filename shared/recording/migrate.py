@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import NullPool
 
-from shared.recording.store import async_url, create_engine
+from shared.recording.engine import async_url, create_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 HEAD = "0002"

@@ -10,7 +10,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 
-from shared.recording.store import RecordStore, async_url, usage_dimensions
+from shared.recording.engine import async_url
+from shared.recording.reads import usage_dimensions
+from shared.recording.store import RecordStore
 from shared.recording.times import parse_time
 
 DEFAULT_REPORT_BY = ("actor", "model")
