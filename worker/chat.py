@@ -15,7 +15,8 @@ from shared.errors import error_body, normalize_error_body
 from shared.job import InterceptionJob
 from shared.mcp.tools import McpTool, ToolCallError
 from shared.recording.records import Outcome, Recorder
-from shared.tracing import tracer
+from shared.token_counts import TokenCounts
+from shared.tracing import interception_attributes, tracer
 from shared.upstream import ERROR_BODY_LIMIT, OpenAIUpstream, UpstreamCut, UpstreamFailure
 from worker.assistant import AssistantMessage, ToolCall
 from worker.chunks import parse_chunk, replace_id, replace_id_and_usage
@@ -34,6 +35,30 @@ END = b"[DONE]"
 def is_stream_end(data: bytes) -> bool:
     """A chat-completions stream ends with a ``[DONE]`` event."""
     return data == END
+
+
+def _token_counts(usage: dict[str, Any] | None) -> TokenCounts | None:
+    """A chat-completions usage object as token counts: ``input`` excludes the cached prompt tokens, never
+    below 0 (some providers report more cached tokens than prompt tokens)."""
+    if usage is None:
+        return None
+    prompt = usage.get("prompt_tokens_details") or {}
+    completion = usage.get("completion_tokens_details") or {}
+    cached = int(prompt.get("cached_tokens") or 0)
+    details = {
+        "prompt_audio": prompt.get("audio_tokens"),
+        "prompt_cached": cached,
+        "completion_accepted_prediction": completion.get("accepted_prediction_tokens"),
+        "completion_rejected_prediction": completion.get("rejected_prediction_tokens"),
+        "completion_audio": completion.get("audio_tokens"),
+        "completion_reasoning": completion.get("reasoning_tokens"),
+    }
+    return TokenCounts(
+        input=max(0, int(usage.get("prompt_tokens") or 0) - cached),
+        output=int(usage.get("completion_tokens") or 0),
+        cache_read=cached,
+        extra={name: int(count or 0) for name, count in details.items()},
+    )
 
 
 class ToolProxy(Protocol):
@@ -105,12 +130,7 @@ class ChatCompletionsInterception:
         await self._stream.result(status, body)
 
     def _span_attributes(self) -> dict[str, str | bool]:
-        return {
-            "interception_id": self._job.interception_id,
-            "provider": self._job.provider,
-            "model": str(self._job.body.get("model")),
-            "streaming": self._job.streaming,
-        }
+        return interception_attributes(self._job)
 
     def _upstream_span(self) -> AbstractContextManager[Span]:
         return tracer().start_as_current_span(
@@ -152,7 +172,7 @@ class ChatCompletionsInterception:
             with self._upstream_span():
                 withheld = await self._relay_round(message)
         finally:
-            self._recording.round_ended(message.msg_id, message.usage)
+            self._recording.round_ended(message.msg_id, _token_counts(message.usage))
         if not withheld:
             self._record_client_calls(message)
             return message.msg_id, []
@@ -288,7 +308,7 @@ class ChatCompletionsInterception:
                 with self._upstream_span():
                     completion, raw, status = await self._blocking_round(message)
             finally:
-                self._recording.round_ended(message.msg_id, message.usage)
+                self._recording.round_ended(message.msg_id, _token_counts(message.usage))
             if completion is None:
                 return
             calls = self._next_calls(message)

@@ -12,12 +12,14 @@ from shared.mcp.tools import McpTool
 from shared.recording.records import (
     InterceptionEnded,
     InterceptionStarted,
+    ModelThought,
     Outcome,
     PromptUsage,
     Recorder,
     TokenUsage,
     ToolUsage,
 )
+from shared.token_counts import TokenCounts
 from worker.assistant import ToolCall
 
 
@@ -36,27 +38,6 @@ def last_user_prompt(messages: list[Any]) -> str | None:
             return "\n".join(text for text in texts if isinstance(text, str))
         return None
     return None
-
-
-def token_usage(interception_id: str, msg_id: str, usage: dict[str, Any]) -> TokenUsage:
-    prompt_details = usage.get("prompt_tokens_details") or {}
-    completion_details = usage.get("completion_tokens_details") or {}
-    cached = int(prompt_details.get("cached_tokens") or 0)
-    return TokenUsage(
-        interception_id=interception_id,
-        msg_id=msg_id,
-        input=max(0, int(usage.get("prompt_tokens") or 0) - cached),  # some providers report more cached
-        output=int(usage.get("completion_tokens") or 0),
-        cache_read_input=cached,
-        extra={
-            "prompt_audio": int(prompt_details.get("audio_tokens") or 0),
-            "prompt_cached": cached,
-            "completion_accepted_prediction": int(completion_details.get("accepted_prediction_tokens") or 0),
-            "completion_rejected_prediction": int(completion_details.get("rejected_prediction_tokens") or 0),
-            "completion_audio": int(completion_details.get("audio_tokens") or 0),
-            "completion_reasoning": int(completion_details.get("reasoning_tokens") or 0),
-        },
-    )
 
 
 def parsed_arguments(arguments: str) -> Any:
@@ -83,6 +64,7 @@ class InterceptionRecording:
                 interception_id=self._id,
                 actor_id=self._job.actor_id,
                 actor_metadata=self._job.actor_metadata,
+                family=self._job.family,
                 provider=self._job.provider,
                 model=str(self._job.body.get("model")),
                 streaming=self._job.streaming,
@@ -91,14 +73,28 @@ class InterceptionRecording:
             )
         )
 
-    def round_ended(self, msg_id: str, usage: dict[str, Any] | None) -> None:
+    def round_ended(self, msg_id: str, usage: TokenCounts | None) -> None:
         """After each upstream round: the prompt (once, with the first round's message id), and the round's
         token usage if it reported any."""
         if self._prompt is not None:
             self._recorder.record(PromptUsage(interception_id=self._id, msg_id=msg_id, prompt=self._prompt))
             self._prompt = None
         if usage is not None:
-            self._recorder.record(token_usage(self._id, msg_id, usage))
+            self._recorder.record(
+                TokenUsage(
+                    interception_id=self._id,
+                    msg_id=msg_id,
+                    input=usage.input,
+                    output=usage.output,
+                    cache_read_input=usage.cache_read,
+                    cache_write_input=usage.cache_write,
+                    extra=usage.extra,
+                )
+            )
+
+    def thought(self, msg_id: str, text: str) -> None:
+        """Text the model thought in the round of ``msg_id`` (one thinking block's)."""
+        self._recorder.record(ModelThought(interception_id=self._id, msg_id=msg_id, content=text))
 
     def tool_called(
         self, msg_id: str, call: ToolCall, tool: McpTool | None, error: str | None = None

@@ -1,5 +1,5 @@
 """Reading the usage records: the listing of interceptions (paged by cursor), one interception with its
-records, and token totals grouped by actor, model and day."""
+records, and token totals grouped by actor, provider, family, model and day."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from shared.recording.schema import interceptions, prompt_usages, token_usages, tool_usages
+from shared.recording.schema import interceptions, model_thoughts, prompt_usages, token_usages, tool_usages
 
-USAGE_DIMENSIONS = ("actor", "model", "day")
+USAGE_DIMENSIONS = ("actor", "provider", "family", "model", "day")
+DEFAULT_USAGE_BY = ("actor", "model", "day")
 
 
 class InvalidCursor(ValueError):
@@ -32,6 +33,7 @@ class RecordReads:
         actor: str | None = None,
         model: str | None = None,
         provider: str | None = None,
+        family: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         cursor: str | None = None,
@@ -43,11 +45,15 @@ class RecordReads:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         table = interceptions.c
-        query = sa.select(interceptions)
-        for column, value in ((table.actor_id, actor), (table.model, model), (table.provider, provider)):
-            if value is not None:
-                query = query.where(column == value)
-        query = _time_range(query, since, until)
+        query = _matching(
+            sa.select(interceptions),
+            since,
+            until,
+            actor_id=actor,
+            model=model,
+            provider=provider,
+            family=family,
+        )
         if cursor is not None:
             after_time, after_id = decode_cursor(cursor)
             query = query.where(
@@ -70,27 +76,18 @@ class RecordReads:
             return {}
         tokens = token_usages.c
         query = (
-            sa.select(
-                tokens.interception_id,
-                sa.func.sum(tokens.input_tokens),
-                sa.func.sum(tokens.output_tokens),
-                sa.func.sum(tokens.cache_read_tokens),
-            )
+            sa.select(tokens.interception_id, *(sa.func.sum(tokens[key]).label(key) for key in _TOKEN_KEYS))
             .where(tokens.interception_id.in_(ids))
             .group_by(tokens.interception_id)
         )
         return {
-            row[0]: {
-                "input_tokens": int(row[1]),
-                "output_tokens": int(row[2]),
-                "cache_read_tokens": int(row[3]),
-            }
+            row.interception_id: {key: int(row._mapping[key]) for key in _TOKEN_KEYS}
             for row in (await connection.execute(query)).all()
         }
 
     async def get_interception(self, interception_id: str) -> dict[str, Any] | None:
-        """The interception with its token totals, prompts, token usages and tool usages (each oldest
-        first), or None."""
+        """The interception with its token totals, prompts, token usages, tool usages and thoughts (each
+        oldest first), or None."""
         async with self.engine.connect() as connection:
             row = (
                 (
@@ -108,6 +105,7 @@ class RecordReads:
                 ("prompts", prompt_usages),
                 ("token_usages", token_usages),
                 ("tool_usages", tool_usages),
+                ("thoughts", model_thoughts),
             ):
                 query = (
                     sa.select(table)
@@ -118,42 +116,45 @@ class RecordReads:
                     {str(key): value for key, value in child.items() if key not in ("id", "interception_id")}
                     for child in (await connection.execute(query)).mappings().all()
                 ]
-        totals = {
-            key: sum(usage[key] for usage in children["token_usages"])
-            for key in ("input_tokens", "output_tokens", "cache_read_tokens")
-        }
+        totals = {key: sum(usage[key] for usage in children["token_usages"]) for key in _TOKEN_KEYS}
         return {**_interception(row), **totals, **children}
 
     async def usage(
         self,
         since: datetime | None = None,
         until: datetime | None = None,
-        by: Iterable[str] = USAGE_DIMENSIONS,
+        by: Iterable[str] = DEFAULT_USAGE_BY,
         actor: str | None = None,
+        provider: str | None = None,
+        family: str | None = None,
     ) -> list[dict[str, Any]]:
-        """Token totals and interception counts of the interceptions started in [since, until) (by ``actor``
-        alone when given), grouped by any of ``actor``, ``model`` and ``day`` (the UTC day the interception
-        started, ``YYYY-MM-DD``).
+        """Token totals and interception counts of the interceptions started in [since, until) (of that
+        ``actor``, ``provider`` and ``family`` alone, those given), grouped by any of ``actor``,
+        ``provider``, ``family``, ``model`` and ``day`` (the UTC day the interception started,
+        ``YYYY-MM-DD``).
 
-        A row has the keys of its grouping (``actor_id``, ``model``, ``day``) then ``interceptions``,
-        ``input_tokens``, ``output_tokens``, ``cache_read_tokens``. Rows are ordered by day, actor, model
-        (a missing actor or model first). An interception's tokens all count on the day it started.
+        A row has the keys of its grouping (``actor_id``, ``provider``, ``family``, ``model``, ``day``)
+        then ``interceptions``, ``input_tokens``, ``output_tokens``, ``cache_read_tokens``,
+        ``cache_write_tokens``. Rows are ordered by day, actor, provider, family, model (a missing one
+        first). An interception's tokens all count on the day it started.
         """
         dimensions = usage_dimensions(by)
         table, tokens = interceptions.c, token_usages.c
-        keys = {"actor": table.actor_id, "model": table.model, "day": self._day(table.started_at)}
+        keys = {
+            "actor": table.actor_id,
+            "provider": table.provider,
+            "family": table.family,
+            "model": table.model,
+            "day": self._day(table.started_at),
+        }
         grouping = [keys[dimension] for dimension in dimensions]
         names = [_USAGE_KEYS[dimension] for dimension in dimensions]
         query = sa.select(
             *(key.label(name) for key, name in zip(grouping, names, strict=True)),
             sa.func.count(sa.distinct(table.id)).label("interceptions"),
-            sa.func.coalesce(sa.func.sum(tokens.input_tokens), 0).label("input_tokens"),
-            sa.func.coalesce(sa.func.sum(tokens.output_tokens), 0).label("output_tokens"),
-            sa.func.coalesce(sa.func.sum(tokens.cache_read_tokens), 0).label("cache_read_tokens"),
+            *(sa.func.coalesce(sa.func.sum(tokens[key]), 0).label(key) for key in _TOKEN_KEYS),
         ).select_from(interceptions.outerjoin(token_usages, tokens.interception_id == table.id))
-        query = _time_range(query, since, until)
-        if actor is not None:
-            query = query.where(table.actor_id == actor)
+        query = _matching(query, since, until, actor_id=actor, provider=provider, family=family)
         if grouping:
             query = query.group_by(*grouping)
         async with self.engine.connect() as connection:
@@ -180,15 +181,21 @@ class RecordReads:
         return sa.func.substr(column, sa.literal_column("1"), sa.literal_column("10"), type_=sa.Text)
 
 
-_USAGE_KEYS = {"actor": "actor_id", "model": "model", "day": "day"}
-_ORDER = ("day", "actor_id", "model")
-_TOKEN_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens")
+_USAGE_KEYS = {
+    "actor": "actor_id",
+    "provider": "provider",
+    "family": "family",
+    "model": "model",
+    "day": "day",
+}
+_ORDER = ("day", "actor_id", "provider", "family", "model")
+_TOKEN_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 _NO_TOKENS = dict.fromkeys(_TOKEN_KEYS, 0)
 
 
 def usage_dimensions(by: Iterable[str] | str) -> tuple[str, ...]:
-    """``by`` (names, or one comma-separated string) as distinct dimensions in the order actor, model,
-    day. Raises ValueError for an unknown name."""
+    """``by`` (names, or one comma-separated string) as distinct dimensions in the order actor, provider,
+    family, model, day. Raises ValueError for an unknown name."""
     names = [part.strip() for part in by.split(",")] if isinstance(by, str) else [part.strip() for part in by]
     names = [name for name in names if name]
     if unknown := [name for name in names if name not in USAGE_DIMENSIONS]:
@@ -196,7 +203,14 @@ def usage_dimensions(by: Iterable[str] | str) -> tuple[str, ...]:
     return tuple(dimension for dimension in USAGE_DIMENSIONS if dimension in names)
 
 
-def _time_range(query: sa.Select[Any], since: datetime | None, until: datetime | None) -> sa.Select[Any]:
+def _matching(
+    query: sa.Select[Any], since: datetime | None, until: datetime | None, **equal: str | None
+) -> sa.Select[Any]:
+    """``query`` of the interceptions started in [since, until) whose columns named in ``equal`` hold the
+    values given (None: any)."""
+    for name, value in equal.items():
+        if value is not None:
+            query = query.where(interceptions.c[name] == value)
     if since is not None:
         query = query.where(interceptions.c.started_at >= since)
     if until is not None:

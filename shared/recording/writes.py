@@ -4,10 +4,10 @@ Writing is robust to the order records arrive in and to a batch written twice:
 
 * an interception's row is created by whichever of its records is stored first. ``InterceptionStarted``
   is an upsert that (re)writes the start columns and leaves ``ended_at``/``outcome`` alone; any other
-  record of an interception without a row creates a placeholder row (``provider``, ``model`` and
-  ``streaming`` NULL, ``started_at`` the earliest time the batch knows of it) that a later
+  record of an interception without a row creates a placeholder row (``family``, ``provider``, ``model``
+  and ``streaming`` NULL, ``started_at`` the earliest time the batch knows of it) that a later
   ``InterceptionStarted`` completes; ``InterceptionEnded`` then sets ``ended_at`` and ``outcome``.
-* a child row (token, prompt, tool usage) has an id derived from the record's content (a UUIDv5), and is
+* a child row (token, prompt, tool usage, model thought) has an id derived from the record's content (a UUIDv5), and is
   inserted with ON CONFLICT DO NOTHING: writing the same record again, in the same batch or a retried
   one, stores it once.
 * a batch is one transaction: it is stored whole or not at all.
@@ -27,16 +27,26 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from shared.recording.records import (
     InterceptionEnded,
     InterceptionStarted,
+    ModelThought,
     PromptUsage,
     Record,
     TokenUsage,
     ToolUsage,
 )
-from shared.recording.schema import interceptions, prompt_usages, token_usages, tool_usages
+from shared.recording.schema import interceptions, model_thoughts, prompt_usages, token_usages, tool_usages
 
 _ROW_NAMESPACE = uuid.UUID("6f1c1d4e-2b7a-4e53-9a4c-5d0b8e7f3a21")
 _INT64 = (-(2**63), 2**63 - 1)
-_START_COLUMNS = ("actor_id", "actor_metadata", "provider", "model", "streaming", "user_agent", "started_at")
+_START_COLUMNS = (
+    "actor_id",
+    "actor_metadata",
+    "family",
+    "provider",
+    "model",
+    "streaming",
+    "user_agent",
+    "started_at",
+)
 
 
 class InvalidRecord(ValueError):
@@ -84,6 +94,7 @@ class Batch:
             token_usages: {},
             prompt_usages: {},
             tool_usages: {},
+            model_thoughts: {},
         }
         self._first_seen: dict[str, datetime] = {}
         for record in records:
@@ -115,6 +126,7 @@ class Batch:
                         "id": interception_id,
                         "actor_id": record.actor_id,
                         "actor_metadata": dict(record.actor_metadata),
+                        "family": str(record.family),
                         "provider": record.provider,
                         "model": record.model,
                         "streaming": record.streaming,
@@ -131,7 +143,8 @@ class Batch:
                 }
                 self._seen(interception_id, record.ended_at)
             case TokenUsage():
-                for count in (record.input, record.output, record.cache_read_input, *record.extra.values()):
+                counts = (record.input, record.output, record.cache_read_input, record.cache_write_input)
+                for count in (*counts, *record.extra.values()):
                     if not _INT64[0] <= count <= _INT64[1]:
                         raise InvalidRecord(
                             f"token count {count} of interception {interception_id} is out of range"
@@ -143,6 +156,7 @@ class Batch:
                         "input_tokens": record.input,
                         "output_tokens": record.output,
                         "cache_read_tokens": record.cache_read_input,
+                        "cache_write_tokens": record.cache_write_input,
                         "extra": dict(record.extra),
                     },
                 )
@@ -161,11 +175,16 @@ class Batch:
                         "invocation_error": record.invocation_error,
                     },
                 )
+            case ModelThought():
+                self._child(model_thoughts, record, {"content": record.content})
             case _:
                 raise InvalidRecord(f"not a usage record: {type(record).__name__}")
 
     def _child(
-        self, table: sa.Table, record: TokenUsage | PromptUsage | ToolUsage, fields: dict[str, Any]
+        self,
+        table: sa.Table,
+        record: TokenUsage | PromptUsage | ToolUsage | ModelThought,
+        fields: dict[str, Any],
     ) -> None:
         interception_id = self._scrub(record.interception_id)
         row_id = str(uuid.uuid5(_ROW_NAMESPACE, _canonical(record)))
