@@ -15,7 +15,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from api.auth import Caller
 from shared.errors import error_object
-from shared.recording.store import InvalidCursor, RecordStore, usage_dimensions
+from shared.recording.reads import DEFAULT_USAGE_BY, InvalidCursor, usage_dimensions
+from shared.recording.store import RecordStore
 from shared.recording.times import parse_time
 
 logger = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ async def list_interceptions(
     actor: str | None = None,
     model: str | None = None,
     provider: str | None = None,
+    family: str | None = None,
     since: str | None = None,
     until: str | None = None,
     cursor: str | None = None,
@@ -107,6 +109,7 @@ async def list_interceptions(
                 actor=caller.id if caller else actor,
                 model=model,
                 provider=provider,
+                family=family,
                 since=start,
                 until=end,
                 cursor=cursor,
@@ -135,17 +138,30 @@ async def get_interception(interception_id: str, store: Records, caller: Caller)
 
 @router.get("/usage")
 async def usage(
-    store: Records, caller: Caller, since: str | None = None, until: str | None = None, by: str | None = None
+    store: Records,
+    caller: Caller,
+    since: str | None = None,
+    until: str | None = None,
+    by: str | None = None,
+    provider: str | None = None,
+    family: str | None = None,
 ) -> Response:
-    """Token totals and interception counts grouped by ``by``: a comma list of actor, model and day (the
-    UTC day the interception started); all three by default."""
+    """Token totals and interception counts grouped by ``by``: a comma list of actor, provider, family,
+    model and day (the UTC day the interception started); actor, model and day by default."""
     try:
         start, end = _range(since, until)
         try:
-            dimensions = usage_dimensions("actor,model,day" if by is None else by)
+            dimensions = DEFAULT_USAGE_BY if by is None else usage_dimensions(by)
         except ValueError as exc:
             raise InvalidQuery(f"'by': {exc}", "by") from None
-        rows = await store.usage(since=start, until=end, by=dimensions, actor=caller.id if caller else None)
+        rows = await store.usage(
+            since=start,
+            until=end,
+            by=dimensions,
+            actor=caller.id if caller else None,
+            provider=provider,
+            family=family,
+        )
     except InvalidQuery as exc:
         return _invalid(exc)
     except (SQLAlchemyError, OSError) as exc:

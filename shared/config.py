@@ -20,7 +20,7 @@ from pydantic_settings import (
 )
 
 from shared.mcp.config import McpServerConfig
-from shared.recording.store import async_url
+from shared.recording.engine import async_url
 from shared.redis_url import parse_redis_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"

@@ -14,8 +14,8 @@ from sqlalchemy.pool import NullPool
 
 from shared.client_keys import ClientKeyStore, InvalidActor, validate_actor
 from shared.config import Settings
+from shared.recording.engine import create_engine
 from shared.recording.migrate import upgrade
-from shared.recording.store import create_engine
 
 
 class KeyCommandError(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator
+from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
@@ -75,9 +76,10 @@ class ApiMetrics:
 class WorkerMetrics:
     """What a worker process reports. It is a Recorder too: it counts the records the interceptions make.
 
-    Model names are labels only if they are among ``models`` (when given), else among the first
-    ``max_label_values`` seen; so are the names of the clients' own tools (the injected tools' names come
-    from the configured MCP servers)."""
+    Every counter is labelled by the interception's API family (shared/families.py) and provider (the
+    gateway's, one per upstream it is configured with). Model names are labels only if they are among
+    ``models`` (when given), else among the first ``max_label_values`` seen; so are the names of the clients'
+    own tools (the injected tools' names come from the configured MCP servers)."""
 
     def __init__(
         self,
@@ -97,36 +99,58 @@ class WorkerMetrics:
         )
         self.interceptions = Counter(
             "aibridge_interceptions",
-            "Interceptions ended, by provider, model and outcome.",
-            ["provider", "model", "outcome"],
+            "Interceptions ended, by family, provider, model and outcome.",
+            ["family", "provider", "model", "outcome"],
             registry=self.registry,
         )
         self.tokens = Counter(
-            "aibridge_tokens", "Tokens reported by the upstream, by kind.", ["kind"], registry=self.registry
+            "aibridge_tokens",
+            "Tokens reported by the upstream, by family, provider and kind.",
+            ["family", "provider", "kind"],
+            registry=self.registry,
         )
         self.tool_calls = Counter(
             "aibridge_tool_calls",
-            "Tool calls by server (empty for the client's own tools), tool and outcome.",
-            ["server", "tool", "outcome"],
+            "Tool calls by family, provider, server (empty for the client's own tools), tool and outcome.",
+            ["family", "provider", "server", "tool", "outcome"],
             registry=self.registry,
         )
         self.registry.register(_RecorderCollector(recorder_counters))
-        self._started: dict[str, tuple[str, str]] = {}
+        self._started: dict[str, _Started] = {}
 
     def record(self, record: Record) -> None:
         if isinstance(record, InterceptionStarted):
-            self._started[record.interception_id] = (record.provider, self._model_label(record.model))
+            self._started[record.interception_id] = _Started(
+                str(record.family), record.provider, self._model_label(record.model)
+            )
         elif isinstance(record, InterceptionEnded):
-            provider, model = self._started.pop(record.interception_id, ("", ""))
-            self.interceptions.labels(provider, model, record.outcome.value).inc()
+            started = self._started.pop(record.interception_id, _UNKNOWN)
+            self.interceptions.labels(*started, record.outcome.value).inc()
         elif isinstance(record, TokenUsage):
-            self.tokens.labels("input").inc(record.input)
-            self.tokens.labels("output").inc(record.output)
-            self.tokens.labels("cache_read").inc(record.cache_read_input)
+            family, provider, _ = self._started.get(record.interception_id, _UNKNOWN)
+            for kind, count in (
+                ("input", record.input),
+                ("output", record.output),
+                ("cache_read", record.cache_read_input),
+                ("cache_write", record.cache_write_input),
+            ):
+                self.tokens.labels(family, provider, kind).inc(count)
         elif isinstance(record, ToolUsage):
+            family, provider, _ = self._started.get(record.interception_id, _UNKNOWN)
             outcome = "error" if record.invocation_error else "ok"
             tool = record.tool if record.injected else self._client_tool_label(record.tool)
-            self.tool_calls.labels(record.server_url or "", tool, outcome).inc()
+            self.tool_calls.labels(family, provider, record.server_url or "", tool, outcome).inc()
+
+
+class _Started(NamedTuple):
+    """The labels of an interception under way, from its start record."""
+
+    family: str
+    provider: str
+    model: str
+
+
+_UNKNOWN = _Started("", "", "")  # a record whose interception's start this process did not see
 
 
 class _RecorderCollector(Collector):

@@ -2,7 +2,7 @@
 
 The spans are the reference's: ``Intercept.ProcessRequest`` in the API, and in the worker, as its children
 (the trace context travels in the job), ``Intercept.ProcessRequest.Upstream`` per upstream call and
-``Intercept.ProcessRequest.ToolCall`` per injected tool call.
+``Intercept.ProcessRequest.ToolCall`` per injected tool call; the worker's carry ``interception_attributes``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from shared.job import InterceptionJob
 
 TRACER = "aibridge"
 
@@ -33,3 +35,14 @@ def configure_tracing(service_name: str) -> TracerProvider | None:
 
 def tracer() -> trace.Tracer:
     return trace.get_tracer(TRACER)
+
+
+def interception_attributes(job: InterceptionJob) -> dict[str, str | bool]:
+    """The attributes of an interception's spans: its id, API family, provider, model and streaming."""
+    return {
+        "interception_id": job.interception_id,
+        "family": str(job.family),
+        "provider": job.provider,
+        "model": str(job.body.get("model")),
+        "streaming": job.streaming,
+    }

@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from shared.client_keys import ClientKeyStore, InvalidActor, hash_key, validate_actor
-from shared.recording.store import create_engine
+from shared.recording.engine import create_engine
 
 
 def test_keys_are_stored_as_hashes_and_revocation_sticks(recording_database):

@@ -58,19 +58,22 @@ def test_metrics_after_a_known_workload(make_gateway, upstream, mcp_http_url):
         "the recorder's first batch",
     )
     worker = samples(worker_url)
-    ok = (("model", model), ("outcome", "ok"), ("provider", "openai"))
+    chat = (("family", "openai_chat"), ("provider", "openai"))
+    ok = (("family", "openai_chat"), ("model", model), ("outcome", "ok"), ("provider", "openai"))
     assert worker[("aibridge_interceptions_total", ok)] == 3
-    errored = (("model", failing), ("outcome", "upstream_error"), ("provider", "openai"))
-    assert worker[("aibridge_interceptions_total", errored)] == 1
-    assert worker[("aibridge_tokens_total", (("kind", "input"),))] == 3 * 30
-    assert worker[("aibridge_tokens_total", (("kind", "cache_read"),))] == 3 * 20
-    assert worker[("aibridge_tokens_total", (("kind", "output"),))] == 3 * 5
-    assert (
-        worker[
-            ("aibridge_tool_calls_total", (("outcome", "error"), ("server", mcp_http_url), ("tool", "fail")))
-        ]
-        == 1
+    errored = (
+        ("family", "openai_chat"),
+        ("model", failing),
+        ("outcome", "upstream_error"),
+        ("provider", "openai"),
     )
+    assert worker[("aibridge_interceptions_total", errored)] == 1
+    assert worker[("aibridge_tokens_total", (chat[0], ("kind", "input"), chat[1]))] == 3 * 30
+    assert worker[("aibridge_tokens_total", (chat[0], ("kind", "cache_read"), chat[1]))] == 3 * 20
+    assert worker[("aibridge_tokens_total", (chat[0], ("kind", "cache_write"), chat[1]))] == 0
+    assert worker[("aibridge_tokens_total", (chat[0], ("kind", "output"), chat[1]))] == 3 * 5
+    failed_call = (chat[0], ("outcome", "error"), chat[1], ("server", mcp_http_url), ("tool", "fail"))
+    assert worker[("aibridge_tool_calls_total", failed_call)] == 1
     assert worker[("aibridge_queue_wait_seconds_count", ())] == 5
     assert worker[("aibridge_recorder_failures_total", ())] == 0
 

@@ -19,26 +19,58 @@ import httpx2
 import pytest
 import redis
 
+from shared.families import Family
+from shared.job import InterceptionJob
 from shared.keys import RedisKeys
 from shared.local import free_port
 from shared.metrics import WorkerMetrics
 from shared.recording.drain import GROUP
 from shared.recording.migrate import HEAD, current_revision
+from shared.recording.records import RecorderGroup
+from shared.token_counts import TokenCounts
 from tests.fake_upstream import SSEReply, text_stream
 from tests.processes import spawn
 from tests.test_recording import HI, interception_id, recorded
-from worker.families.chat_chunks import token_counts
-from worker.recording import token_usage
+from worker.recording import InterceptionRecording
 
 
-def test_input_tokens_clamp_at_zero_and_count_in_metrics() -> None:
-    usage = {"prompt_tokens": 10, "completion_tokens": 3, "prompt_tokens_details": {"cached_tokens": 25}}
-    record = token_usage("i-1", "msg-1", token_counts(usage))
-    assert (record.input, record.output, record.cache_read_input) == (0, 3, 25)
+def test_a_rounds_token_counts_and_thoughts_are_recorded_and_counted_by_family_and_provider() -> None:
+    records: list = []
     metrics = WorkerMetrics(dict)
-    metrics.record(record)  # Counter.inc raises on a negative amount
-    assert metrics.registry.get_sample_value("aibridge_tokens_total", {"kind": "input"}) == 0
-    assert metrics.registry.get_sample_value("aibridge_tokens_total", {"kind": "cache_read"}) == 25
+    job = InterceptionJob(
+        interception_id="i-1",
+        family=Family.ANTHROPIC_MESSAGES,
+        provider="anthropic",
+        body={"model": "claude-sonnet-4-5", "messages": [{"role": "user", "content": "hi"}]},
+        streaming=True,
+        enqueued_at=time.time(),
+    )
+    recording = InterceptionRecording(RecorderGroup(RecorderList(records), metrics), job)
+    recording.started()
+    recording.round_ended(
+        "msg_1", TokenCounts(input=0, output=3, cache_read=25, cache_write=9, extra={"x": 1})
+    )
+    recording.thought("msg_1", "let me think")
+    recording.round_ended("msg_2", None)
+    start, prompt, usage, thought = records
+    assert (start.family, start.provider) == (Family.ANTHROPIC_MESSAGES, "anthropic")
+    assert (prompt.msg_id, prompt.prompt) == ("msg_1", "hi")
+    assert (usage.input, usage.output, usage.cache_read_input, usage.cache_write_input, usage.extra) == (
+        *(0, 3, 25, 9),
+        {"x": 1},
+    )
+    assert (thought.kind, thought.msg_id, thought.content) == ("model_thought", "msg_1", "let me think")
+    labels = {"family": "anthropic_messages", "provider": "anthropic"}
+    for kind, count in (("input", 0), ("output", 3), ("cache_read", 25), ("cache_write", 9)):
+        assert metrics.registry.get_sample_value("aibridge_tokens_total", {**labels, "kind": kind}) == count
+
+
+class RecorderList:
+    def __init__(self, records: list) -> None:
+        self._records = records
+
+    def record(self, record) -> None:
+        self._records.append(record)
 
 
 # -- the schema, at start --

@@ -4,6 +4,9 @@ SQLite and (when one is reachable) PostgreSQL."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 
 import httpx2
@@ -58,6 +61,7 @@ def test_a_plain_stream_records_interception_prompt_and_token_usage(recording_ga
     response = stream(recording_gateway, model)
     record = recorded(recording_gateway, interception_id(response))
     assert record["provider"] == "openai"
+    assert record["family"] == "openai_chat"
     assert record["model"] == model
     assert record["streaming"] is True
     assert record["user_agent"] == "recording-test/1.0"
@@ -185,3 +189,41 @@ def test_a_client_that_leaves_is_recorded_as_gone(recording_gateway, upstream):
                 break
         leaving = interception_id(response)
     assert recorded(recording_gateway, leaving)["outcome"] == "client_gone"
+
+
+def test_records_carry_family_and_provider_and_more_cached_than_prompt_tokens_is_input_0(
+    recording_gateway, recording_database, upstream
+):
+    over_cached = {
+        "prompt_tokens": 10,
+        "completion_tokens": 3,
+        "prompt_tokens_details": {"cached_tokens": 25},
+    }
+    model, _ = upstream.scenario(SSEReply(text_stream(["cached"], usage=over_cached)))
+    response = stream(recording_gateway, model)
+    assert response.status_code == 200 and "cached" in response.text
+    record = recorded(recording_gateway, interception_id(response))
+    assert (record["family"], record["provider"], record["outcome"]) == ("openai_chat", "openai", "ok")
+    (usage,) = record["token_usages"]
+    assert (usage["input_tokens"], usage["cache_read_tokens"], usage["cache_write_tokens"]) == (0, 25, 0)
+
+    by_provider = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "usage", "--since", "1h", "--by", "provider"],
+        env={**os.environ, "AIBRIDGE_DATABASE_URL": recording_database.url},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert by_provider.returncode == 0, by_provider.stderr
+    rows = httpx2.get(
+        f"{recording_gateway.url}/api/v1/usage", params={"by": "provider", "since": "1h"}, timeout=5
+    ).json()["data"]
+    (openai,) = rows  # the module's interceptions so far, all through the one provider
+    assert openai["provider"] == "openai" and openai["interceptions"] >= 1
+    lines = by_provider.stdout.splitlines()
+    assert lines[0].endswith("by provider")
+    assert lines[2].split() == [
+        *("PROVIDER", "INTERCEPTIONS", "INPUT", "OUTPUT", "CACHE", "READ", "CACHE", "WRITE")
+    ]
+    numbers = ("interceptions", "input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+    assert lines[3].split() == ["openai", *(f"{openai[key]:,}" for key in numbers)]

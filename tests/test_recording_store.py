@@ -29,15 +29,19 @@ from redis.asyncio import Redis
 from sqlalchemy.exc import DBAPIError
 
 from api.usage_routes import router as usage_router
+from shared.families import Family
 from shared.keys import RedisKeys
 from shared.local import free_port
 from shared.recording.drain import GROUP, RecordDrainer
+from shared.recording.engine import async_url, create_engine
 from shared.recording.lost import end_lost_interceptions
 from shared.recording.migrate import HEAD, VERSION_TABLE, current_revision, upgrade
 from shared.recording.outbox import OutboxRecorder
+from shared.recording.reads import InvalidCursor
 from shared.recording.records import (
     InterceptionEnded,
     InterceptionStarted,
+    ModelThought,
     Outcome,
     PromptUsage,
     TokenUsage,
@@ -45,8 +49,9 @@ from shared.recording.records import (
 )
 from shared.recording.report import ReportError, format_usage_table, usage_report
 from shared.recording.schema import metadata
-from shared.recording.store import InvalidCursor, InvalidRecord, RecordStore, async_url
+from shared.recording.store import RecordStore
 from shared.recording.times import parse_time
+from shared.recording.writes import InvalidRecord
 from worker.stream_writes import CoalescingWriter
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -156,13 +161,16 @@ def started(iid: str, at: datetime = T0, actor: str | None = "alice", model: str
     )
 
 
-def tokens(iid: str, msg: str, at: datetime, inp: int, out: int, cached: int = 0, **extra: int) -> TokenUsage:
+def tokens(
+    iid: str, msg: str, at: datetime, inp: int, out: int, cached: int = 0, written: int = 0, **extra: int
+) -> TokenUsage:
     return TokenUsage(
         interception_id=iid,
         msg_id=msg,
         input=inp,
         output=out,
         cache_read_input=cached,
+        cache_write_input=written,
         extra=extra,
         created_at=at,
     )
@@ -172,6 +180,7 @@ def one_interception(iid: str) -> list[Any]:
     return [
         started(iid, actor_metadata={"team": "core", "email": "alice@example.com"}),
         PromptUsage(interception_id=iid, msg_id="msg-1", prompt="what is 2+2?", created_at=T0 + s(1)),
+        ModelThought(interception_id=iid, msg_id="msg-1", content="2 and 2: add", created_at=T0 + s(1.5)),
         tokens(iid, "msg-1", T0 + s(2), 100, 20, 30, completion_reasoning=5, prompt_cached=30),
         ToolUsage(
             interception_id=iid,
@@ -193,9 +202,12 @@ def one_interception(iid: str) -> list[Any]:
             invocation_error="boom",
             created_at=T0 + s(4),
         ),
-        tokens(iid, "msg-2", T0 + s(5), 50, 7),
+        tokens(iid, "msg-2", T0 + s(5), 50, 7, written=12),
         InterceptionEnded(interception_id=iid, ended_at=T0 + s(6), outcome=Outcome.OK),
     ]
+
+
+ONE_INTERCEPTION = len(one_interception("count"))
 
 
 def expected_interception(iid: str) -> dict[str, Any]:
@@ -203,6 +215,7 @@ def expected_interception(iid: str) -> dict[str, Any]:
         "id": iid,
         "actor_id": "alice",
         "actor_metadata": {"team": "core", "email": "alice@example.com"},
+        "family": "openai_chat",
         "provider": "openai",
         "model": "gpt-4o",
         "streaming": True,
@@ -213,13 +226,16 @@ def expected_interception(iid: str) -> dict[str, Any]:
         "input_tokens": 150,
         "output_tokens": 27,
         "cache_read_tokens": 30,
+        "cache_write_tokens": 12,
         "prompts": [{"msg_id": "msg-1", "prompt": "what is 2+2?", "created_at": T0 + s(1)}],
+        "thoughts": [{"msg_id": "msg-1", "content": "2 and 2: add", "created_at": T0 + s(1.5)}],
         "token_usages": [
             {
                 "msg_id": "msg-1",
                 "input_tokens": 100,
                 "output_tokens": 20,
                 "cache_read_tokens": 30,
+                "cache_write_tokens": 0,
                 "extra": {"completion_reasoning": 5, "prompt_cached": 30},
                 "created_at": T0 + s(2),
             },
@@ -228,6 +244,7 @@ def expected_interception(iid: str) -> dict[str, Any]:
                 "input_tokens": 50,
                 "output_tokens": 7,
                 "cache_read_tokens": 0,
+                "cache_write_tokens": 12,
                 "extra": {},
                 "created_at": T0 + s(5),
             },
@@ -289,6 +306,7 @@ def test_upgrade_is_concurrent_safe_idempotent_and_matches_the_schema(empty_url:
             "aibridge_alembic_version",
             "client_keys",
             "interceptions",
+            "model_thoughts",
             "prompt_usages",
             "token_usages",
             "tool_usages",
@@ -319,7 +337,7 @@ def test_a_batch_reads_back_exactly(db_url: str) -> None:
             assert cursor is None
             detail = expected_interception("i-1")
             assert items == [{key: detail[key] for key in items[0]}]
-            assert set(items[0]) == set(detail) - {"prompts", "token_usages", "tool_usages"}
+            assert set(items[0]) == set(detail) - {"prompts", "token_usages", "tool_usages", "thoughts"}
 
     run(body())
 
@@ -335,8 +353,10 @@ def test_any_order_and_retried_batches(db_url: str) -> None:
             await store.write(early)
             got = await store.get_interception("x")
             assert {
-                key: got[key] for key in ("provider", "model", "streaming", "actor_id", "actor_metadata")
+                key: got[key]
+                for key in ("family", "provider", "model", "streaming", "actor_id", "actor_metadata")
             } == {
+                "family": None,
                 "provider": None,
                 "model": None,
                 "streaming": None,
@@ -524,13 +544,16 @@ def usage_fixture() -> list[Any]:
     ]
 
 
-def usage_row(interceptions: int, inp: int, out: int, cached: int, **keys: Any) -> dict[str, Any]:
+def usage_row(
+    interceptions: int, inp: int, out: int, cached: int, written: int = 0, **keys: Any
+) -> dict[str, Any]:
     return {
         **keys,
         "interceptions": interceptions,
         "input_tokens": inp,
         "output_tokens": out,
         "cache_read_tokens": cached,
+        "cache_write_tokens": written,
     }
 
 
@@ -573,6 +596,80 @@ def test_usage_groups_by_actor_model_and_utc_day(db_url: str) -> None:
             ]
             with pytest.raises(ValueError, match="cannot group by week"):
                 await store.usage(by=("week",))
+
+    run(body())
+
+
+def families_fixture() -> list[Any]:
+    claude = {"family": Family.ANTHROPIC_MESSAGES, "provider": "anthropic", "model": "claude-sonnet-4-5"}
+    return [
+        started("c1", **claude),
+        tokens("c1", "msg_1", T0, 10, 5, 100, 40),
+        ModelThought(interception_id="c1", msg_id="msg_1", content="think first", created_at=T0),
+        started("c2", actor="bob", **claude),
+        tokens("c2", "msg_1", T0, 1, 2, 3, 4),
+        started("o1"),
+        tokens("o1", "m1", T0, 1000, 100, 7),
+    ]
+
+
+def test_records_carry_family_provider_cache_writes_and_thoughts(db_url: str) -> None:
+    async def body() -> None:
+        async with opened(db_url) as store:
+            await store.write(families_fixture())
+            claude = await store.get_interception("c1")
+            assert (claude["family"], claude["provider"]) == ("anthropic_messages", "anthropic")
+            assert (claude["cache_read_tokens"], claude["cache_write_tokens"]) == (100, 40)
+            assert claude["thoughts"] == [{"msg_id": "msg_1", "content": "think first", "created_at": T0}]
+            assert (await store.get_interception("o1"))["family"] == "openai_chat"
+
+            by_provider = await store.usage(by=("provider",))
+            assert by_provider == [
+                usage_row(2, 11, 7, 103, 44, provider="anthropic"),
+                usage_row(1, 1000, 100, 7, provider="openai"),
+            ]
+            assert await store.usage(by=("family", "actor")) == [
+                usage_row(1, 10, 5, 100, 40, actor_id="alice", family="anthropic_messages"),
+                usage_row(1, 1000, 100, 7, actor_id="alice", family="openai_chat"),
+                usage_row(1, 1, 2, 3, 4, actor_id="bob", family="anthropic_messages"),
+            ]
+            assert await store.usage(by=("model",), provider="anthropic") == [
+                usage_row(2, 11, 7, 103, 44, model="claude-sonnet-4-5")
+            ]
+            assert await store.usage(by=(), family="openai_chat") == [usage_row(1, 1000, 100, 7)]
+            listed, _ = await store.list_interceptions(family="anthropic_messages")
+            assert sorted(item["id"] for item in listed) == ["c1", "c2"]
+            listed, _ = await store.list_interceptions(provider="openai")
+            assert [(item["id"], item["cache_write_tokens"]) for item in listed] == [("o1", 0)]
+
+    run(body())
+
+
+def test_migration_0003_keeps_the_records_of_0002_as_chat_completions(empty_url: str) -> None:
+    async def body() -> None:
+        await upgrade(empty_url, "0002")
+        engine = create_engine(empty_url)
+        try:
+            async with engine.begin() as connection:
+                for statement in (
+                    "INSERT INTO interceptions (id, actor_metadata, provider, model, streaming, started_at) "
+                    "VALUES ('old', '{}', 'openai', 'gpt-4o', true, '2025-03-01 12:00:00')",
+                    "INSERT INTO interceptions (id, actor_metadata, started_at) "
+                    "VALUES ('placeholder', '{}', '2025-03-01 12:00:00')",
+                    "INSERT INTO token_usages (id, interception_id, msg_id, input_tokens, output_tokens, "
+                    "cache_read_tokens, extra, created_at) "
+                    "VALUES ('t', 'old', 'm', 5, 6, 7, '{}', '2025-03-01 12:00:01')",
+                ):
+                    await connection.execute(sa.text(statement))
+        finally:
+            await engine.dispose()
+        await upgrade(empty_url)
+        assert await current_revision(empty_url) == HEAD
+        async with opened(empty_url) as store:
+            old = await store.get_interception("old")
+            assert (old["family"], old["cache_write_tokens"], old["thoughts"]) == ("openai_chat", 0, [])
+            assert old["token_usages"][0]["cache_write_tokens"] == 0
+            assert (await store.get_interception("placeholder"))["family"] is None  # its start completes it
 
     run(body())
 
@@ -630,7 +727,7 @@ def test_the_outbox_drains_into_the_database_and_keeps_what_a_stopped_worker_lef
         async with opened(db_url) as store, outbox(redis_url, store) as box:
             for record in one_interception("b-1"):
                 box.recorder.record(record)
-            await wait_until(lambda: box.drainer.writer.written == 7)
+            await wait_until(lambda: box.drainer.writer.written == ONE_INTERCEPTION)
             assert await store.get_interception("b-1") == expected_interception("b-1")
             await wait_until_true(box.waiting, 0)  # acknowledged and deleted once committed
             assert await box.redis.hlen(box.keys.open_interceptions) == 0  # started, then ended
@@ -663,10 +760,10 @@ def test_a_dead_consumers_records_are_claimed_and_stored_once(db_url: str, redis
                 box.recorder.record(record)
             await box.recorder.flushed(timeout=5)
             taken = await box.redis.xreadgroup(GROUP, "dead", {box.keys.records: ">"}, count=100)
-            assert len(taken[0][1]) == 7
+            assert len(taken[0][1]) == ONE_INTERCEPTION
             await store.write(records[:4])  # it committed some of them, then died before acknowledging
             survivor = box.another("w2")
-            await wait_until(lambda: survivor.writer.written == 7)
+            await wait_until(lambda: survivor.writer.written == ONE_INTERCEPTION)
             assert await store.get_interception("c-1") == expected_interception("c-1")  # no duplicate
             await wait_until_true(box.waiting, 0)
             assert (await box.redis.xpending(box.keys.records, GROUP))["pending"] == 0
@@ -786,9 +883,9 @@ def test_the_outbox_keeps_records_through_an_outage(
             for record in one_interception("o-1"):
                 box.recorder.record(record)
             await wait_until(lambda: writer.failures >= 4)
-            assert (writer.written, await box.waiting(), box.recorder.dropped) == (0, 7, 0)
+            assert (writer.written, await box.waiting(), box.recorder.dropped) == (0, ONE_INTERCEPTION, 0)
             await back()
-            await wait_until(lambda: writer.written == 7)
+            await wait_until(lambda: writer.written == ONE_INTERCEPTION)
             assert await store.get_interception("o-1") == expected_interception("o-1")
             assert warnings_about(caplog, "database is unavailable") == 1
             assert warnings_about(caplog, "database is back") == 1
@@ -799,9 +896,9 @@ def test_the_outbox_keeps_records_through_an_outage(
                 for record in one_interception("o-2"):
                     box.recorder.record(record)
                 await wait_until(lambda: writer.failures >= failures + 2)
-                assert writer.written == 7
+                assert writer.written == ONE_INTERCEPTION
                 await proxy.start()
-                await wait_until(lambda: writer.written == 14)
+                await wait_until(lambda: writer.written == 2 * ONE_INTERCEPTION)
                 assert await store.get_interception("o-2") == expected_interception("o-2")
                 assert warnings_about(caplog, "database is unavailable") == 2
                 assert warnings_about(caplog, "database is back") == 2
@@ -830,9 +927,9 @@ def test_the_outbox_waits_out_another_writers_lock(tmp_path: Path, redis_url: st
                 for record in one_interception("l-1"):
                     box.recorder.record(record)
                 await wait_until(lambda: writer.failures >= 3)
-                assert (writer.written, writer.rejected, await box.waiting()) == (0, 0, 7)
+                assert (writer.written, writer.rejected, await box.waiting()) == (0, 0, ONE_INTERCEPTION)
                 holder.execute("COMMIT")
-                await wait_until(lambda: writer.written == 7)
+                await wait_until(lambda: writer.written == ONE_INTERCEPTION)
                 assert await store.get_interception("l-1") == expected_interception("l-1")
                 assert (writer.rejected, box.recorder.dropped) == (0, 0)
         finally:
@@ -998,6 +1095,7 @@ def test_usage_routes(db_url: str, api: TestClient) -> None:
         "input_tokens": 301,
         "output_tokens": 44,
         "cache_read_tokens": 38,
+        "cache_write_tokens": 12,
     }
     by_model = api.get("/api/v1/usage", params={"by": "model", "since": "2025-03-02", "until": "2025-03-03"})
     assert by_model.json() == {
@@ -1034,29 +1132,32 @@ async def write_all(url: str, records: list[Any]) -> None:
 def test_format_usage_table() -> None:
     rows = [
         usage_row(1, 0, 0, 0, actor_id=None, model="gpt-4o"),
-        usage_row(3, 158, 25, 17, actor_id="alice", model="gpt-4o-mini"),
+        usage_row(3, 158, 25, 17, 4, actor_id="alice", model="gpt-4o-mini"),
         usage_row(12, 1_234_567, 100, 0, actor_id="bob", model="gpt-4o"),
     ]
     assert format_usage_table(rows, ("actor", "model")) == "\n".join(
         [
-            "ACTOR   MODEL        INTERCEPTIONS      INPUT  OUTPUT  CACHE READ",
-            "(none)  gpt-4o                   1          0       0           0",
-            "alice   gpt-4o-mini              3        158      25          17",
-            "bob     gpt-4o                  12  1,234,567     100           0",
-            "------  -----------  -------------  ---------  ------  ----------",
-            "TOTAL                           16  1,234,725     125          17",
+            "ACTOR   MODEL        INTERCEPTIONS      INPUT  OUTPUT  CACHE READ  CACHE WRITE",
+            "(none)  gpt-4o                   1          0       0           0            0",
+            "alice   gpt-4o-mini              3        158      25          17            4",
+            "bob     gpt-4o                  12  1,234,567     100           0            0",
+            "------  -----------  -------------  ---------  ------  ----------  -----------",
+            "TOTAL                           16  1,234,725     125          17            4",
         ]
     )
     assert format_usage_table([usage_row(2, 5, 6, 7, model="m")], ["model"]) == "\n".join(
         [
-            "MODEL  INTERCEPTIONS  INPUT  OUTPUT  CACHE READ",
-            "m                  2      5       6           7",
-            "-----  -------------  -----  ------  ----------",
-            "TOTAL              2      5       6           7",
+            "MODEL  INTERCEPTIONS  INPUT  OUTPUT  CACHE READ  CACHE WRITE",
+            "m                  2      5       6           7            0",
+            "-----  -------------  -----  ------  ----------  -----------",
+            "TOTAL              2      5       6           7            0",
         ]
     )
     assert format_usage_table([usage_row(2, 5, 6, 7)], ()) == "\n".join(
-        ["       INTERCEPTIONS  INPUT  OUTPUT  CACHE READ", "TOTAL              2      5       6           7"]
+        [
+            "       INTERCEPTIONS  INPUT  OUTPUT  CACHE READ  CACHE WRITE",
+            "TOTAL              2      5       6           7            0",
+        ]
     )
     assert format_usage_table([], ("actor",)) == "no usage recorded"
 
@@ -1068,16 +1169,19 @@ def test_usage_report(db_url: str, tmp_path: Path) -> None:
         [
             "Token usage, all time, by model",
             "",
-            "MODEL        INTERCEPTIONS  INPUT  OUTPUT  CACHE READ",
-            "gpt-4o                   4  1,151     117           8",
-            "gpt-4o-mini              1      7       8           9",
-            "-----------  -------------  -----  ------  ----------",
-            "TOTAL                    5  1,158     125          17",
+            "MODEL        INTERCEPTIONS  INPUT  OUTPUT  CACHE READ  CACHE WRITE",
+            "gpt-4o                   4  1,151     117           8            0",
+            "gpt-4o-mini              1      7       8           9            0",
+            "-----------  -------------  -----  ------  ----------  -----------",
+            "TOTAL                    5  1,158     125          17            0",
         ]
     )
     default = run(usage_report(db_url, "2025-03-02", None)).splitlines()
     assert default[0] == "Token usage, since 2025-03-02 00:00 UTC, by actor and model"
-    assert default[2].split() == ["ACTOR", "MODEL", "INTERCEPTIONS", "INPUT", "OUTPUT", "CACHE", "READ"]
+    assert default[2].split() == [
+        *("ACTOR", "MODEL", "INTERCEPTIONS", "INPUT", "OUTPUT"),
+        *("CACHE", "READ", "CACHE", "WRITE"),
+    ]
     assert [line.split()[:2] for line in default[3:-2]] == [
         ["(none)", "gpt-4o"],
         ["alice", "gpt-4o-mini"],

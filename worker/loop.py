@@ -16,7 +16,7 @@ import orjson
 from shared.job import InterceptionJob
 from shared.mcp.tools import McpTool, ToolCallError
 from shared.recording.records import Outcome, Recorder
-from shared.tracing import tracer
+from shared.tracing import interception_attributes, tracer
 from shared.upstream import ERROR_BODY_LIMIT, UpstreamCut, UpstreamFailure
 from worker.codec import CodecFactory, Round, SseEvent, ToolCall, ToolResult
 from worker.control import CLIENT_GONE
@@ -152,11 +152,13 @@ class ToolLoop:
         """One upstream call's span, and its records once it ends, however it ends."""
         try:
             with tracer().start_as_current_span(
-                "Intercept.ProcessRequest.Upstream", attributes=self._span_attributes()
+                "Intercept.ProcessRequest.Upstream", attributes=interception_attributes(self._job)
             ):
                 yield
         finally:
             self._recording.round_ended(round.message_id, round.usage)
+            for thought in round.thoughts:
+                self._recording.thought(round.message_id, thought)
 
     def _error_body(self, status: int, raw: bytes) -> bytes:
         """The client's body for an upstream's error answer: the upstream's explanation (e.g. that no key
@@ -178,14 +180,6 @@ class ToolLoop:
             self._recording.tool_called(round.message_id, call, None)
         return round.injected_calls()
 
-    def _span_attributes(self) -> dict[str, str | bool]:
-        return {
-            "interception_id": self._job.interception_id,
-            "provider": self._job.provider,
-            "model": str(self._job.body.get("model")),
-            "streaming": self._job.streaming,
-        }
-
     async def _run_tools(self, round: Round, calls: list[ToolCall]) -> None:
         results = [await self._run_tool(round.message_id, call) for call in calls]
         self._codec.continue_after(round, results)
@@ -196,7 +190,11 @@ class ToolLoop:
         try:
             with tracer().start_as_current_span(
                 "Intercept.ProcessRequest.ToolCall",
-                attributes={**self._span_attributes(), "mcp.server": tool.server_url, "mcp.tool": tool.name},
+                attributes={
+                    **interception_attributes(self._job),
+                    "mcp.server": tool.server_url,
+                    "mcp.tool": tool.name,
+                },
             ):
                 content = await self._call_tool(tool, call)
         except ToolCallError as exc:

@@ -12,6 +12,7 @@ from shared.mcp.tools import McpTool
 from shared.recording.records import (
     InterceptionEnded,
     InterceptionStarted,
+    ModelThought,
     Outcome,
     PromptUsage,
     Recorder,
@@ -39,17 +40,6 @@ def last_user_prompt(messages: list[Any]) -> str | None:
     return None
 
 
-def token_usage(interception_id: str, msg_id: str, counts: TokenCounts) -> TokenUsage:
-    return TokenUsage(
-        interception_id=interception_id,
-        msg_id=msg_id,
-        input=counts.input,
-        output=counts.output,
-        cache_read_input=counts.cache_read,
-        extra=counts.extra,
-    )
-
-
 def parsed_arguments(arguments: str) -> Any:
     """Tool-call arguments as JSON when they parse, else the text as sent."""
     try:
@@ -74,6 +64,7 @@ class InterceptionRecording:
                 interception_id=self._id,
                 actor_id=self._job.actor_id,
                 actor_metadata=self._job.actor_metadata,
+                family=self._job.family,
                 provider=self._job.provider,
                 model=str(self._job.body.get("model")),
                 streaming=self._job.streaming,
@@ -89,7 +80,21 @@ class InterceptionRecording:
             self._recorder.record(PromptUsage(interception_id=self._id, msg_id=msg_id, prompt=self._prompt))
             self._prompt = None
         if usage is not None:
-            self._recorder.record(token_usage(self._id, msg_id, usage))
+            self._recorder.record(
+                TokenUsage(
+                    interception_id=self._id,
+                    msg_id=msg_id,
+                    input=usage.input,
+                    output=usage.output,
+                    cache_read_input=usage.cache_read,
+                    cache_write_input=usage.cache_write,
+                    extra=usage.extra,
+                )
+            )
+
+    def thought(self, msg_id: str, text: str) -> None:
+        """Text the model thought in the round of ``msg_id`` (one thinking block's)."""
+        self._recorder.record(ModelThought(interception_id=self._id, msg_id=msg_id, content=text))
 
     def tool_called(
         self, msg_id: str, call: ToolCall, tool: McpTool | None, error: str | None = None

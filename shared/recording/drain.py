@@ -5,7 +5,7 @@ A batch read from the outbox is written in one transaction and acknowledged (and
 commit. While the database is unavailable the batch is kept, retried ``retry_initial`` seconds after the first
 failure, doubling up to ``retry_max``, and reclaimed on each retry so that no other consumer takes it; the
 rest waits in the outbox. The entries of a consumer that died are claimed by another once idle for
-``claim_idle`` seconds. Writing is idempotent (see shared/recording/store.py): an entry written twice, by a
+``claim_idle`` seconds. Writing is idempotent (see shared/recording/writes.py): an entry written twice, by a
 consumer that died before acknowledging it and by the one that claimed it, is stored once.
 
 It also ends the interceptions whose worker died (``Outcome.WORKER_LOST``, see shared/recording/lost.py).

@@ -8,6 +8,8 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.families import Family
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -32,6 +34,7 @@ class InterceptionStarted(_Record):
     kind: Literal["interception"] = "interception"
     actor_id: str | None = None
     actor_metadata: dict[str, str] = Field(default_factory=dict)
+    family: Family = Family.OPENAI_CHAT  # the default: the records of workers older than the families
     provider: str
     model: str
     streaming: bool
@@ -46,13 +49,15 @@ class InterceptionEnded(_Record):
 
 
 class TokenUsage(_Record):
-    """One upstream round's usage. ``input`` is prompt tokens minus cached tokens (never below 0)."""
+    """One upstream round's usage (shared/token_counts.py): ``input`` excludes the tokens read from or
+    written to the provider's cache (``cache_read_input``, ``cache_write_input``)."""
 
     kind: Literal["token_usage"] = "token_usage"
     msg_id: str
     input: int
     output: int
     cache_read_input: int = 0
+    cache_write_input: int = 0
     extra: dict[str, int] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=utcnow)
 
@@ -78,8 +83,17 @@ class ToolUsage(_Record):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class ModelThought(_Record):
+    """Text the model thought before answering (Anthropic's ``thinking`` blocks), one record per block."""
+
+    kind: Literal["model_thought"] = "model_thought"
+    msg_id: str
+    content: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
 Record = Annotated[
-    InterceptionStarted | InterceptionEnded | TokenUsage | PromptUsage | ToolUsage,
+    InterceptionStarted | InterceptionEnded | TokenUsage | PromptUsage | ToolUsage | ModelThought,
     Field(discriminator="kind"),
 ]
 

@@ -46,7 +46,7 @@ interceptions = sa.Table(
     sa.Column("id", sa.Text, primary_key=True),
     sa.Column("actor_id", sa.Text),
     sa.Column("actor_metadata", JSONDocument, nullable=False),
-    # provider, model and streaming are NULL while only the interception's other records are stored
+    # family, provider, model and streaming are NULL while only the interception's other records are stored
     sa.Column("provider", sa.Text),
     sa.Column("model", sa.Text),
     sa.Column("streaming", sa.Boolean),
@@ -54,6 +54,7 @@ interceptions = sa.Table(
     sa.Column("started_at", UTCDateTime, nullable=False),
     sa.Column("ended_at", UTCDateTime),
     sa.Column("outcome", sa.Text),
+    sa.Column("family", sa.Text),  # shared/families.py Family
     sa.Index("ix_interceptions_started_at_id", "started_at", "id"),
     sa.Index("ix_interceptions_actor_id_started_at", "actor_id", "started_at"),
     sa.Index("ix_interceptions_model_started_at", "model", "started_at"),
@@ -81,6 +82,7 @@ token_usages = sa.Table(
     sa.Column("cache_read_tokens", sa.BigInteger, nullable=False),
     sa.Column("extra", JSONDocument, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("cache_write_tokens", sa.BigInteger, nullable=False, server_default=sa.text("0")),
 )
 
 prompt_usages = sa.Table(
@@ -108,7 +110,17 @@ tool_usages = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
 )
 
-TABLES = (interceptions, token_usages, prompt_usages, tool_usages)
+model_thoughts = sa.Table(
+    "model_thoughts",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    _interception_id("model_thoughts"),
+    sa.Column("msg_id", sa.Text, nullable=False),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+TABLES = (interceptions, token_usages, prompt_usages, tool_usages, model_thoughts)
 
 client_keys = sa.Table(
     "client_keys",

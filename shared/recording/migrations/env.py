@@ -13,9 +13,9 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
+from shared.recording.engine import async_url, create_engine
 from shared.recording.migrate import VERSION_TABLE
 from shared.recording.schema import metadata
-from shared.recording.store import async_url, create_engine
 
 config = context.config
 
