@@ -10,7 +10,6 @@ from shared.families import Family
 from shared.job import InterceptionJob
 from shared.mcp.tools import McpTool
 from shared.upstream import UpstreamFailure
-from worker.chunks import replace_id, replace_id_and_usage
 from worker.codec import Codec, Round, SseEvent, ToolResult
 from worker.families.anthropic_round import Interception, MessagesRound
 from worker.families.anthropic_wire import (
@@ -18,6 +17,7 @@ from worker.families.anthropic_wire import (
     deferred_result_block,
     error_body,
     gateway_error_body,
+    patch_value,
     tool_result_block,
     totals,
     upstream_error_body,
@@ -90,12 +90,14 @@ class AnthropicMessagesCodec:
         body = messages_round.body
         if body is None:
             raise UpstreamFailure(502, error_body("the upstream's answer was not read", "api_error"))
-        new_id = orjson.dumps(self._interception.interception_id)
+        new_id = self._interception.interception_id
+        named = {**body, "id": new_id}
+        answer = patch_value(messages_round.raw_body, named, "id", body.get("id"), new_id)
         usage = body.get("usage")
         if self._interception.rounds < 2 or not isinstance(usage, dict):
-            return replace_id(messages_round.raw_body, body, new_id)
+            return answer
         summed = totals(usage, self._interception.cumulative, (*SUMMED_USAGE, "cache_creation"))
-        return replace_id_and_usage(body, new_id, summed)
+        return patch_value(answer, {**named, "usage": summed}, "usage", usage, summed)
 
     def upstream_error(self, status: int, raw: bytes) -> bytes:
         return upstream_error_body(status, raw)

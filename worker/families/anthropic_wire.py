@@ -136,11 +136,11 @@ def totals(
 
 
 def patch_value(raw: bytes, expected: dict[str, Any], key: str, old: Any, new: Any) -> bytes:
-    """``raw`` (the JSON text of an object) with the first ``"key": old`` written ``"key":new``, if that gives
-    ``expected``; otherwise ``expected`` encoded anew."""
-    pattern = re.compile(b'"' + re.escape(key.encode()) + rb'"\s*:\s*' + re.escape(orjson.dumps(old)))
-    replacement = b'"' + key.encode() + b'":' + orjson.dumps(new)
-    candidate, count = pattern.subn(lambda _: replacement, raw, count=1)
+    """``raw`` (the JSON text of an object) with the value of the first ``"key": old`` written ``new``, if that
+    gives ``expected``; otherwise ``expected`` encoded anew."""
+    pattern = re.compile(b'("' + re.escape(key.encode()) + rb'"\s*:\s*)' + re.escape(orjson.dumps(old)))
+    value = orjson.dumps(new)
+    candidate, count = pattern.subn(lambda match: match.group(1) + value, raw, count=1)
     if count and orjson.loads(candidate) == expected:
         return candidate
     return orjson.dumps(expected)
