@@ -1,105 +1,26 @@
-"""The Anthropic Messages codec on event bytes, no process: the recorded exchanges replayed through it, and
-hand-written rounds (a two-round tool loop with thinking, a client tool, an error event, a mixed round)."""
+"""The Anthropic Messages codec replaying the recorded exchanges (../shared/fixtures/anthropic), streaming and
+blocking, no process: what the client sees, what the next request holds, the token counts."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from shared.families import Family
-from shared.job import InterceptionJob
-from shared.mcp.tools import McpTool
 from shared.token_counts import TokenCounts
 from shared.upstream import UpstreamFailure
-from tests.fixtures import FIXTURES, read_txtar
-from worker.codec import SseEvent, ToolCall, ToolResult
-from worker.families.anthropic_messages import anthropic_codec
-
-ANTHROPIC_FIXTURES = FIXTURES / "anthropic"
-INTERCEPTION_ID = "7f1e0c52-0000-4000-8000-000000000001"
-WORKSPACES = McpTool(
-    server="coder",
-    server_url="http://mcp.test/mcp",
-    name="coder_list_workspaces",
-    injected_name="bmcp_coder_coder_list_workspaces",
-    description="List the workspaces",
-    input_schema={"type": "object", "properties": {"owner": {"type": "string"}}},
+from tests.anthropic_events import (
+    ANTHROPIC_FIXTURES,
+    INTERCEPTION_ID,
+    MCP_RESULT,
+    PING,
+    WORKSPACES,
+    client_view,
+    codec_for,
+    sse,
+    stream_rounds,
 )
-PING = b'event: ping\ndata: {"type": "ping"}'
-MCP_RESULT = {"content": [{"type": "text", "text": "workspace bob: dd711d5c"}]}
-
-
-def sse(raw: bytes) -> list[SseEvent]:
-    """Events as the worker's reader hands them over: name, data, lines (no blank line)."""
-    events = []
-    for block in raw.strip().split(b"\n\n"):
-        lines = block.strip(b"\n")
-        name = next((line[7:].decode() for line in lines.split(b"\n") if line.startswith(b"event: ")), None)
-        data = b"\n".join(line[6:] for line in lines.split(b"\n") if line.startswith(b"data: "))
-        events.append(SseEvent(name, data, lines))
-    return events
-
-
-def event(name: str, payload: dict) -> SseEvent:
-    data = orjson.dumps(payload)
-    return SseEvent(name, data, b"event: " + name.encode() + b"\ndata: " + data)
-
-
-def codec_for(body: dict, streaming: bool, tools: list[McpTool] | None = None):
-    job = InterceptionJob(
-        interception_id=INTERCEPTION_ID,
-        family=Family.ANTHROPIC_MESSAGES,
-        provider="anthropic",
-        body=body,
-        streaming=streaming,
-        enqueued_at=0.0,
-    )
-    return anthropic_codec(job, [WORKSPACES] if tools is None else tools, 5)
-
-
-def stream_rounds(codec, answers: list[list[SseEvent]], results=None):
-    """Drive the codec as the loop does; returns what the client got, the rounds, and the requests sent."""
-    relayed, rounds, requests = [], [], []
-    for events in answers:
-        requests.append(codec.request_body(streaming=True))
-        current = codec.new_round()
-        rounds.append(current)
-        for upstream_event in events:
-            relayed += current.take(upstream_event)
-            if codec.is_stream_end(upstream_event):
-                break
-        calls = current.injected_calls()
-        if not calls:
-            relayed += current.closing_events()
-            break
-        codec.continue_after(current, results or [ToolResult(call, MCP_RESULT, None) for call in calls])
-    return relayed, rounds, requests
-
-
-def client_view(relayed: list[bytes]) -> list[dict]:
-    """The client's events, checked to be well formed: event line = data type, one message_start, block
-    indices contiguous from 0 and each used while its block is open."""
-    parsed = []
-    open_blocks: set[int] = set()
-    next_index = 0
-    for lines in relayed:
-        name_line, data_line = lines.split(b"\n", 1)
-        data = orjson.loads(data_line.removeprefix(b"data: "))
-        assert name_line == b"event: " + data["type"].encode()
-        if data["type"] == "content_block_start":
-            assert data["index"] == next_index
-            open_blocks.add(next_index)
-            next_index += 1
-        elif data["type"] in ("content_block_delta", "content_block_stop"):
-            assert data["index"] in open_blocks
-            if data["type"] == "content_block_stop":
-                open_blocks.remove(data["index"])
-        parsed.append(data)
-    assert [data["type"] for data in parsed].count("message_start") == 1
-    assert parsed[0]["type"] == "message_start" and parsed[0]["message"]["id"] == INTERCEPTION_ID
-    assert not open_blocks
-    return parsed
-
+from tests.fixtures import read_txtar
+from worker.codec import SseEvent, ToolCall, ToolResult
 
 # --- the recorded exchanges ---------------------------------------------------------------------------------
 
