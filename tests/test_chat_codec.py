@@ -43,7 +43,7 @@ def codec(
     body: dict, *, streaming: bool = True, tools: tuple[McpTool, ...] = (LIST_WORKSPACES,)
 ) -> ChatCodec:
     job = InterceptionJob(interception_id=INTERCEPTION, body=body, streaming=streaming, enqueued_at=0)
-    made = CODECS[job.family](job, list(tools), 5)
+    made = CODECS[job.family](job, list(tools))
     assert isinstance(made, ChatCodec)
     return made
 

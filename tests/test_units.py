@@ -24,10 +24,11 @@ from shared.keys import RedisKeys
 from shared.messages import MessageKind, StreamMessage
 from shared.sse import EVENT_SEPARATOR
 from worker.codec import SseEvent
-from worker.families.chat_chunks import add_usage, replace_id, replace_id_and_usage
+from worker.families.chat_chunks import replace_id, replace_id_and_usage
 from worker.families.openai_chat import is_done
 from worker.job_stream import entry_groups
 from worker.sse import iter_sse_batches
+from worker.usage import add_usage
 
 NEW_ID = orjson.dumps("new-id")
 

@@ -103,5 +103,5 @@ class Codec(Protocol):
         ...
 
 
-CodecFactory = Callable[[InterceptionJob, list[McpTool], int], Codec]
-"""Builds a family's codec for one interception: ``(job, the injected tools, mcp_max_rounds)``."""
+CodecFactory = Callable[[InterceptionJob, list[McpTool]], Codec]
+"""Builds a family's codec for one interception: ``(job, the injected tools)``."""

@@ -65,7 +65,7 @@ class ToolLoop:
         self._tools = tools
         offered = tools.tools()
         self._injected = {tool.injected_name: tool for tool in offered}
-        self._codec = codec_factory(job, offered, max_rounds)
+        self._codec = codec_factory(job, offered)
         self._max_rounds = max_rounds
         self._recording = InterceptionRecording(recorder, job)
         self._outcome = Outcome.OK

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from shared.families import Family
 from worker.codec import CodecFactory
+from worker.families.anthropic_messages import AnthropicMessagesCodec
 from worker.families.openai_chat import ChatCodec
 
-CODECS: dict[Family, CodecFactory] = {Family.OPENAI_CHAT: ChatCodec}
+CODECS: dict[Family, CodecFactory] = {
+    Family.OPENAI_CHAT: ChatCodec,
+    Family.ANTHROPIC_MESSAGES: AnthropicMessagesCodec,
+}

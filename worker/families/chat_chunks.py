@@ -55,20 +55,6 @@ def parse_chunk(data: bytes) -> dict[str, Any]:
     return chunk
 
 
-def add_usage(total: dict[str, Any], usage: dict[str, Any]) -> dict[str, Any]:
-    """Field-by-field sum of two usage objects; nested detail objects are summed too, key order kept."""
-    summed = dict(total)
-    for key, value in usage.items():
-        current = summed.get(key)
-        if isinstance(value, dict):
-            summed[key] = add_usage(current if isinstance(current, dict) else {}, value)
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            summed[key] = (current if isinstance(current, int | float) else 0) + value
-        elif key not in summed:
-            summed[key] = value
-    return summed
-
-
 def token_counts(usage: dict[str, Any]) -> TokenCounts:
     """A chat ``usage`` object as TokenCounts: ``prompt_tokens`` less the cached ones (clamped at 0: some
     providers report more cached than prompt tokens), the details' other counts as ``extra``."""

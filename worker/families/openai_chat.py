@@ -17,8 +17,9 @@ from shared.sse import data_field
 from shared.token_counts import TokenCounts
 from shared.upstream import UpstreamFailure
 from worker.codec import Round, SseEvent, ToolCall, ToolResult
-from worker.families.chat_chunks import add_usage, parse_chunk, replace_id, replace_id_and_usage, token_counts
+from worker.families.chat_chunks import parse_chunk, replace_id, replace_id_and_usage, token_counts
 from worker.families.chat_message import AssistantMessage
+from worker.usage import add_usage
 
 logger = logging.getLogger(__name__)
 
@@ -125,8 +126,7 @@ class ChatCodec:
     path = "/chat/completions"
     is_stream_end = staticmethod(is_done)
 
-    def __init__(self, job: InterceptionJob, tools: list[McpTool], max_rounds: int) -> None:
-        """``max_rounds`` is the loop's to enforce: a chat conversation does not depend on it."""
+    def __init__(self, job: InterceptionJob, tools: list[McpTool]) -> None:
         self.interception_id = job.interception_id
         self._body = job.body
         self._injected = frozenset(tool.injected_name for tool in tools)
