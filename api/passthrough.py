@@ -25,7 +25,7 @@ from shared.relayed_headers import relayed_headers
 from shared.upstream import ERROR_BODY_LIMIT, UpstreamFailure, guard_upstream
 
 ROUTE_PREFIXES = {OPENAI: "/openai/v1", ANTHROPIC: "/anthropic"}  # what the provider's base URL stands for
-ALWAYS_FORWARDED = ("content-type", "content-length", "accept")
+ALWAYS_FORWARDED = ("content-type", "accept")
 
 
 class UploadFailure:
@@ -88,10 +88,11 @@ async def proxy(state: State, request: Request, provider_name: str, forwarded: f
     headers.update(upstream.auth_headers(client_key))
     headers["Accept-Encoding"] = "identity"
     failure = UploadFailure()
-    has_body = request.method not in ("GET", "HEAD")
-    body = (
-        streamed_body(request, settings.max_body_bytes, settings.body_timeout, failure) if has_body else None
-    )
+    body = None
+    if request.method == "POST":  # a GET's body, if any, is not sent
+        body = streamed_body(request, settings.max_body_bytes, settings.body_timeout, failure)
+        if declared is not None:  # the upstream gets the body as framed as it came (chunked if so)
+            headers["Content-Length"] = declared
     timeout = aiohttp.ClientTimeout(
         total=None, connect=settings.upstream_connect_timeout, sock_read=settings.upstream_read_timeout
     )
@@ -131,7 +132,7 @@ def add_passthrough_route(
     router: APIRouter, method: str, path: str, *, provider: str, headers: Iterable[str] = ()
 ) -> None:
     """``<method> <path>`` passed through to ``provider``, with the request headers named in ``headers``
-    (lower case) besides content type, length and accept."""
+    (lower case) besides content type and accept (and a POST's content length)."""
     forwarded = frozenset((*ALWAYS_FORWARDED, *headers))
 
     async def passthrough(request: Request, state: State, _: Caller) -> Response:
