@@ -13,21 +13,27 @@ from typing import Annotated
 from fastapi import Depends, Request
 from sqlalchemy.exc import SQLAlchemyError
 
+from api.errors import GatewayError, Unavailable
 from shared.client_keys import Actor, ClientKeyStore, hash_key
+from shared.families import Family, family_of_path
 
 MAX_CACHED = 10_000
 
 
-class Unauthorized(Exception):
+class Unauthorized(GatewayError):
     """No client key, or one that is unknown or revoked (HTTP 401)."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+        super().__init__(
+            401, message, "invalid_request_error", "invalid_api_key", {"WWW-Authenticate": "Bearer"}
+        )
 
 
-class KeyStoreUnavailable(Exception):
+class KeyStoreUnavailable(Unavailable):
     """The database holding the client keys did not answer (HTTP 503)."""
+
+    def __init__(self) -> None:
+        super().__init__("the gateway's client keys are", "keys_unavailable")
 
 
 class CachedClientKeys:
@@ -56,12 +62,20 @@ class CachedClientKeys:
         return actor
 
 
-def presented_key(request: Request) -> str | None:
-    """The client key: ``Authorization: Bearer <key>`` (OpenAI clients) or ``X-Api-Key`` (Anthropic's)."""
+def presented_key(request: Request, family: Family) -> str | None:
+    """The client key, as the family's clients send it: ``Authorization: Bearer <key>`` (OpenAI's, and
+    Claude Code's ANTHROPIC_AUTH_TOKEN) or ``X-Api-Key`` (Anthropic's); each family's own header first."""
     scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and credentials.strip():
-        return credentials.strip()
-    return request.headers.get("x-api-key", "").strip() or None
+    bearer = credentials.strip() if scheme.lower() == "bearer" else ""
+    api_key = request.headers.get("x-api-key", "").strip()
+    first, second = (api_key, bearer) if family is Family.ANTHROPIC_MESSAGES else (bearer, api_key)
+    return first or second or None
+
+
+KEY_HEADERS = {
+    Family.OPENAI_CHAT: "'Authorization: Bearer <key>' or 'X-Api-Key: <key>'",
+    Family.ANTHROPIC_MESSAGES: "'X-Api-Key: <key>' or 'Authorization: Bearer <key>'",
+}
 
 
 async def authenticate(request: Request) -> Actor | None:
@@ -69,11 +83,10 @@ async def authenticate(request: Request) -> Actor | None:
     client_keys: CachedClientKeys | None = request.app.state.aibridge_client_keys
     if client_keys is None:
         return None
-    key = presented_key(request)
+    family = family_of_path(request.url.path)
+    key = presented_key(request, family)
     if key is None:
-        raise Unauthorized(
-            "no client key: send an aibridge key as 'Authorization: Bearer <key>' or 'X-Api-Key: <key>'"
-        )
+        raise Unauthorized(f"no client key: send an aibridge key as {KEY_HEADERS[family]}")
     actor = await client_keys.actor_of(key)
     if actor is None:
         raise Unauthorized("the client key is not valid: unknown or revoked")

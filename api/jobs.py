@@ -15,24 +15,26 @@ from opentelemetry import propagate
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
-from api.errors import InvalidRequest
+from api.errors import GatewayError, InvalidRequest
 from api.limits import ActorLimited, Limits
 from api.state import ApiState
 from api.stream_hub import Tail
 from shared.client_keys import Actor
+from shared.families import Family
 from shared.job import JOB_FUNCTION, InterceptionJob
 from shared.keys import RedisKeys
 from shared.messages import ControlMessage
+from shared.providers import OPENAI
 
 logger = logging.getLogger(__name__)
 
 
-class QueueFull(Exception):
+class QueueFull(GatewayError):
     """More jobs wait for a worker than ``max_queue_depth``: the request is shed (HTTP 503)."""
 
     def __init__(self, depth: int) -> None:
-        super().__init__(depth)
-        self.depth = depth
+        message = f"the gateway is overloaded ({depth} requests waiting); try again shortly"
+        super().__init__(503, message, "server_error", "queue_full", {"Retry-After": "2"})
 
 
 # One script checks every limit and, only if all pass, queues the job: a refused request leaves nothing
@@ -174,20 +176,27 @@ async def _cancel(state: ApiState, interception_id: str, slots_key: str | None) 
         logger.warning("interception %s: could not cancel: %s", interception_id, exc)
 
 
-def new_chat_job(
+def new_job(
     interception_id: str,
     body: dict[str, Any],
     user_agent: str | None,
     actor: Actor | None = None,
     encrypted_upstream_key: str | None = None,
+    *,
+    family: Family = Family.OPENAI_CHAT,
+    provider: str = OPENAI,
+    client_headers: dict[str, str] | None = None,
 ) -> InterceptionJob:
     trace_context: dict[str, str] = {}
     propagate.inject(trace_context)  # the worker's spans become children of the current one
     return InterceptionJob(
         trace_context=trace_context,
         interception_id=interception_id,
+        family=family,
+        provider=provider,
         body=body,
         streaming=body.get("stream") is True,
+        client_headers=client_headers or {},
         user_agent=user_agent,
         actor_id=actor.id if actor else None,
         actor_metadata=actor.metadata if actor else {},

@@ -11,33 +11,31 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from api.errors import GatewayError
 from shared.config import Settings
 
 
-class BodyTooLarge(Exception):
-    """The request body is over ``max_body_bytes`` (HTTP 413)."""
+class BodyTooLarge(GatewayError):
+    """The request body is over ``max_body_bytes`` (HTTP 413); the rest of it is not read."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(limit)
-        self.limit = limit
+        message = f"the request body is larger than this gateway accepts ({limit} bytes)"
+        super().__init__(413, message, "invalid_request_error", "request_too_large", {"Connection": "close"})
 
 
-class BodyTimeout(Exception):
+class BodyTimeout(GatewayError):
     """The request body did not arrive within ``body_timeout`` seconds (HTTP 408)."""
 
     def __init__(self, seconds: float) -> None:
-        super().__init__(seconds)
-        self.seconds = seconds
+        message = f"the request body did not arrive within {seconds:g} seconds"
+        super().__init__(408, message, "invalid_request_error", "request_timeout", {"Connection": "close"})
 
 
-class ActorLimited(Exception):
+class ActorLimited(GatewayError):
     """The actor is at its concurrency or per-minute limit (HTTP 429, ``Retry-After`` seconds)."""
 
     def __init__(self, message: str, code: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.retry_after = retry_after
+        super().__init__(429, message, "requests", code, {"Retry-After": str(retry_after)})
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from api.errors import GatewayError
 from api.jobs import cancel
 from api.state import ApiState
 from api.stream_hub import Entry, Tail
-from shared.errors import error_body
+from shared.families import Family, error_event
 from shared.job import InterceptionJob
 from shared.messages import MessageKind
-from shared.sse import EVENT_SEPARATOR, data_field
+from shared.sse import EVENT_SEPARATOR
 
 logger = logging.getLogger(__name__)
 
@@ -48,13 +49,10 @@ def sse_events(entry_id: bytes, data_lines: bytes, skip: int = 0) -> bytes:
     )
 
 
-def json_error(
-    status: int, message: str, type_: str, code: str, headers: dict[str, str] | None = None
-) -> Response:
-    return Response(error_body(message, type_, code), status, headers, media_type="application/json")
-
-
-WORKER_SILENT = ("lost contact with the worker handling this request", "server_error", "worker_timeout")
+def worker_silent() -> GatewayError:
+    return GatewayError(
+        502, "lost contact with the worker handling this request", "server_error", "worker_timeout"
+    )
 
 
 async def answer(
@@ -84,27 +82,28 @@ async def answer(
                 if message.kind is MessageKind.OPEN:
                     relaying = True  # the tail is the SSE relay's from here
                     pending, headers = batch[index + 1 :], message.headers
-                    return SSERelay(state, interception_id, tail, pending, received_at, headers=headers)
+                    return SSERelay(
+                        state, job.family, interception_id, tail, pending, received_at, headers=headers
+                    )
                 if message.kind in (MessageKind.ERROR, MessageKind.RESULT):
                     state.metrics.time_to_first_chunk.observe(time.monotonic() - received_at)
                     return Response(message.data, message.status, message.headers, "application/json")
                 if message.kind is MessageKind.DONE:
-                    return json_error(
-                        502, "the worker ended the job without an answer", "server_error", "no_answer"
-                    )
+                    no_answer = "the worker ended the job without an answer"
+                    return GatewayError(502, no_answer, "server_error", "no_answer").response(job.family)
             if time.monotonic() < deadline:
                 continue
             await cancel(state, interception_id, slots_key)
             if started:
-                return json_error(502, *WORKER_SILENT)
+                return worker_silent().response(job.family)
             retry_after = str(max(1, int(settings.pickup_timeout / 10)))
-            return json_error(
+            return GatewayError(
                 503,
                 "no worker took the request in time; try again shortly",
                 "server_error",
                 "no_worker_available",
                 {"Retry-After": retry_after},
-            )
+            ).response(job.family)
     finally:
         disconnected.cancel()
         if not relaying:
@@ -113,7 +112,7 @@ async def answer(
 
 class SSERelay(Response):
     """The client's SSE stream, fed from the job's stream until ``done``: the upstream's end marker comes as
-    a chunk, and a stream that could not be completed ends with its error event instead.
+    a chunk, and a stream that could not be completed ends with its error event, in ``family``'s framing.
 
     Cancels the job when the client leaves.
     """
@@ -123,6 +122,7 @@ class SSERelay(Response):
     def __init__(
         self,
         state: ApiState,
+        family: Family,
         interception_id: str,
         tail: Tail,
         pending: list[Entry],
@@ -137,6 +137,7 @@ class SSERelay(Response):
         self.background = None
         self.init_headers({**(headers or {}), **SSE_HEADERS})  # no body, no length
         self._state = state
+        self._family = family
         self._interception_id = interception_id
         self._tail = tail
         self._pending = pending
@@ -196,7 +197,7 @@ class SSERelay(Response):
                     out += sse_events(entry_id, message.data, skip)
                     self._observe(entry_id, message.data.count(EVENT_SEPARATOR) + 1)
                 elif message.kind is MessageKind.ERROR:
-                    out += sse_events(entry_id, data_field(message.data))
+                    out += sse_events(entry_id, error_event(self._family, message.data))
                 elif message.kind is MessageKind.DONE:  # the end marker, if any, was the upstream's own chunk
                     finished = True
                     break
@@ -206,7 +207,7 @@ class SSERelay(Response):
                 last_seen = now
             elif now - (last_seen := max(last_seen, self._tail.heard_at)) >= settings.heartbeat_timeout:
                 await cancel(self._state, self._interception_id)
-                out += b"data: " + error_body(*WORKER_SILENT) + b"\n\n"
+                out += error_event(self._family, worker_silent().body(self._family)) + b"\n\n"
                 finished = True
             elif now - last_sent >= settings.keepalive_interval:
                 out += PING

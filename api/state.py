@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Annotated
 
+import aiohttp
 from arq.connections import ArqRedis
 from fastapi import Depends, Request
 
@@ -15,7 +16,6 @@ from shared.byok import UpstreamKeyCipher
 from shared.config import Settings
 from shared.keys import RedisKeys
 from shared.metrics import ApiMetrics
-from shared.upstream import OpenAIUpstream
 
 
 @dataclass
@@ -23,7 +23,7 @@ class ApiState:
     settings: Settings
     keys: RedisKeys
     redis: ArqRedis
-    upstream: OpenAIUpstream
+    session: aiohttp.ClientSession  # to the upstream providers (api/passthrough.py)
     streams: StreamHub
     metrics: ApiMetrics
     limits: Limits

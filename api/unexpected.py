@@ -1,4 +1,4 @@
-"""The last line of defence: an exception no handler took becomes an OpenAI-shaped 500, never uvicorn's
+"""The last line of defence: an exception no handler took becomes a 500 in the route's family's shape, never uvicorn's
 plain-text one, and one log line that names where it happened (never the request's body or headers)."""
 
 from __future__ import annotations
@@ -8,11 +8,14 @@ import traceback
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from shared.errors import error_body
+from api.errors import GatewayError
+from shared.families import family_of_path
 
 logger = logging.getLogger(__name__)
 
-INTERNAL_ERROR = error_body("the gateway failed while handling the request", "server_error", "internal_error")
+INTERNAL_ERROR = GatewayError(
+    500, "the gateway failed while handling the request", "server_error", "internal_error"
+)
 
 
 class UnexpectedErrors:
@@ -48,9 +51,4 @@ class UnexpectedErrors:
             )
             if started:
                 return
-            headers = [
-                (b"content-type", b"application/json"),
-                (b"content-length", b"%d" % len(INTERNAL_ERROR)),
-            ]
-            await send({"type": "http.response.start", "status": 500, "headers": headers})
-            await send({"type": "http.response.body", "body": INTERNAL_ERROR})
+            await INTERNAL_ERROR.response(family_of_path(scope["path"]))(scope, receive, send)

@@ -427,9 +427,9 @@ class Enqueuer:
     ) -> None:
         """As the API's route does (less following the stream, which this bench reads itself);
         ``keys`` replaces the gateway's (see ``LostPendingKeys``)."""
-        from api.jobs import add_job, new_chat_job
+        from api.jobs import add_job, new_job
 
-        job = new_chat_job(interception_id, body, "aibridge-bench")
+        job = new_job(interception_id, body, "aibridge-bench")
         async with self.redis.pipeline(transaction=True) as pipe:
             add_job(pipe, keys or self.keys, job, expires=self.expires)
             await pipe.execute()

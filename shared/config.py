@@ -41,6 +41,8 @@ class Settings(BaseSettings):
 
     openai_base_url: str = "https://api.openai.com/v1"
     openai_api_key: SecretStr | None = None
+    anthropic_base_url: str = "https://api.anthropic.com"
+    anthropic_api_key: SecretStr | None = None
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -117,14 +119,14 @@ class Settings(BaseSettings):
         async_url(value)  # raises ValueError for a database the recorder cannot use
         return value
 
-    @field_validator("openai_base_url")
+    @field_validator("openai_base_url", "anthropic_base_url")
     @classmethod
     def _http_scheme(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
-    @field_validator("openai_api_key", "secret_key", mode="before")
+    @field_validator("openai_api_key", "anthropic_api_key", "secret_key", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         """An empty secret is no secret: compose turns an unset variable into an empty one."""

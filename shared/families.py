@@ -1,10 +1,94 @@
-"""The API families the gateway speaks, each a wire format of its own (see ../shared/DESIGN.md's table)."""
+"""The API families the gateway speaks, each a wire format of its own (see ../shared/DESIGN.md's table), and
+the shape of an error in each: as a JSON body, and as an event of a stream that already started."""
 
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from shared.errors import error_object, normalize_error_body
+from shared.sse import data_field
 
 
 class Family(StrEnum):
     OPENAI_CHAT = "openai_chat"  # POST /openai/v1/chat/completions
     ANTHROPIC_MESSAGES = "anthropic_messages"  # POST /anthropic/v1/messages
+
+
+ANTHROPIC_PATH_PREFIX = "/anthropic/"
+
+# Anthropic's error types by HTTP status (https://docs.anthropic.com/en/api/errors); others: by class
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def family_of_path(path: str) -> Family:
+    """The family whose shape the answers on ``path`` take: Anthropic's under /anthropic/, else OpenAI's."""
+    return Family.ANTHROPIC_MESSAGES if path.startswith(ANTHROPIC_PATH_PREFIX) else Family.OPENAI_CHAT
+
+
+def anthropic_error_type(status: int) -> str:
+    return ANTHROPIC_ERROR_TYPES.get(status, "invalid_request_error" if status < 500 else "api_error")
+
+
+def error_body(
+    family: Family, status: int, message: str, type_: str, code: str | None, param: str | None = None
+) -> bytes:
+    """The gateway's own error in ``family``'s shape. OpenAI's carries ``type_``, ``code`` and ``param`` (the
+    request field at fault, or null); Anthropic's has neither code nor param: its type is the one Anthropic
+    gives ``status``."""
+    if family is Family.ANTHROPIC_MESSAGES:
+        return _anthropic(status, message)
+    body = error_object(message, type_, code)
+    body["error"]["param"] = param
+    return orjson.dumps(body)
+
+
+def normalize_error(family: Family, status: int, raw: bytes) -> bytes:
+    """An upstream's error answer (``status``, ``raw`` body) in ``family``'s shape: kept as is when it is
+    already so, otherwise a body of that shape carrying what the upstream said."""
+    fallback = f"upstream answered {status}"
+    if family is not Family.ANTHROPIC_MESSAGES:
+        return normalize_error_body(raw, fallback)
+    parsed = _json(raw)
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, dict):
+        if parsed.get("type") == "error" and isinstance(error.get("type"), str) and "message" in error:
+            return raw
+        said = error.get("message")
+        return _anthropic(status, f"{fallback}: {said}" if isinstance(said, str) and said else fallback)
+    text = raw[:512].decode("utf-8", "replace").strip()
+    return _anthropic(status, f"{fallback}: {text}" if text else fallback)
+
+
+def error_event(family: Family, body: bytes) -> bytes:
+    """An error ``body`` as the lines of one event of ``family``'s stream (no blank line, no ``id:``):
+    chat's ``data: <body>``, Anthropic's ``event: error`` then ``data: <body>``."""
+    if family is Family.ANTHROPIC_MESSAGES:
+        return b"event: error\n" + data_field(body)
+    return data_field(body)
+
+
+def _anthropic(status: int, message: str) -> bytes:
+    return orjson.dumps(
+        {"type": "error", "error": {"type": anthropic_error_type(status), "message": message}}
+    )
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None

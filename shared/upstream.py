@@ -84,16 +84,6 @@ class OpenAIUpstream:
             )
         return body
 
-    async def get(self, path: str, headers: Mapping[str, str] | None = None) -> tuple[int, str, bytes]:
-        """GET ``path`` whole: status, content type and body."""
-        async with guard_upstream():
-            async with self._session.get(
-                self._base_url + path,
-                headers={**self._headers, **headers} if headers else self._headers,
-                timeout=self._timeout,
-            ) as response:
-                return response.status, response.content_type, await response.read()
-
 
 def bearer(upstream_key: str) -> dict[str, str]:
     """The header that authenticates to the upstream with ``upstream_key`` (the central key, or instead of it

@@ -1,4 +1,4 @@
-"""A fake OpenAI upstream: a real aiohttp server on loopback, run in a background thread.
+"""A fake OpenAI (and Anthropic) upstream: a real aiohttp server on loopback, run in a background thread.
 
 Each test registers a scenario under a unique model name; requests naming that model get the scenario's
 replies in order. Every request is recorded, and so is the moment the gateway closed each connection.
@@ -84,6 +84,7 @@ class Received:
     headers: dict[str, str]
     body: dict[str, Any] | None
     connection_closed_at: float | None = None
+    raw: bytearray = field(default_factory=bytearray)  # the body as read so far, where it is read in parts
 
 
 @dataclass
@@ -101,6 +102,8 @@ class FakeUpstream:
         self.port = 0
         self.models_reply: RawReply = RawReply(200, b'{"object":"list","data":[]}')
         self.models_requests: list[Received] = []
+        self.passthrough_replies: dict[str, Reply] = {}  # by path, for the passthrough paths but /v1/models
+        self.passthrough_requests: list[Received] = []
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
     @property
@@ -130,6 +133,8 @@ class FakeUpstream:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/v1/models/{model_id:.*}", self._passthrough)
+        app.router.add_post("/v1/messages/count_tokens", self._passthrough)
         runner = web.AppRunner(app, handle_signals=False)
         self._loop.run_until_complete(runner.setup())
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -142,6 +147,22 @@ class FakeUpstream:
     async def _models(self, request: web.Request) -> web.StreamResponse:
         self.models_requests.append(Received(request.path, dict(request.headers), None))
         return await self._raw(request, self.models_reply)
+
+    async def _passthrough(self, request: web.Request) -> web.StreamResponse:
+        """The reply registered for the path, after reading the body as it comes (``received.raw`` grows
+        with each part, so a test can tell the body was streamed); 404 text/plain for a path with none."""
+        received = Received(request.path_qs, dict(request.headers), None)
+        self.passthrough_requests.append(received)
+        async for part in request.content.iter_any():
+            received.raw += part
+        reply = self.passthrough_replies.get(
+            request.path, RawReply(404, b"Not Found", {"Content-Type": "text/plain"})
+        )
+        if isinstance(reply, CutReply):
+            return await self._cut(request, reply)
+        if isinstance(reply, SSEReply):
+            return await self._sse(request, reply, received)
+        return await self._raw(request, reply)  # type: ignore[arg-type]
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())

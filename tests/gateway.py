@@ -40,6 +40,8 @@ class Gateway:
             "AIBRIDGE_KEY_PREFIX": self.prefix,
             "AIBRIDGE_OPENAI_BASE_URL": upstream_url,
             "AIBRIDGE_OPENAI_API_KEY": "sk-upstream-test-key",
+            "AIBRIDGE_ANTHROPIC_BASE_URL": upstream_url.removesuffix("/v1"),  # the same fake serves both
+            "AIBRIDGE_ANTHROPIC_API_KEY": "sk-ant-upstream-test-key",
             "AIBRIDGE_PORT": str(self.port),
             "AIBRIDGE_AUTH": "none",  # on loopback; the tests of client keys turn them on
             **env,

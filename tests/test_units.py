@@ -14,10 +14,10 @@ from fastapi import FastAPI, Request
 from redis.asyncio import Redis
 
 from api.errors import InvalidRequest
-from api.jobs import add_job, new_chat_job
-from api.openai_routes import parse_chat_request, resume_point
+from api.jobs import add_job, new_job
+from api.openai_routes import parse_chat_request
 from api.relay import sse_events
-from api.resume import Resume, resume_verdict
+from api.resume import Resume, resume_point, resume_verdict
 from api.unexpected import UnexpectedErrors
 from shared.errors import normalize_error_body
 from shared.keys import RedisKeys
@@ -222,7 +222,7 @@ def test_a_body_nested_deeper_than_the_job_can_carry_is_refused_before_anything_
             b'{"model": "m", "messages": [{}], "x": %s}' % (b"[" * depth + b"]" * depth)
         )
         pipe = Redis().pipeline(transaction=False)  # never executed: no server needed
-        add_job(pipe, RedisKeys("t:"), new_chat_job("i", body, None), expires=1)
+        add_job(pipe, RedisKeys("t:"), new_job("i", body, None), expires=1)
         return len(pipe.command_stack)
 
     assert queue(250) == 1
@@ -230,11 +230,28 @@ def test_a_body_nested_deeper_than_the_job_can_carry_is_refused_before_anything_
         queue(251)
 
 
-def test_an_unexpected_exception_is_an_openai_shaped_500_and_one_log_line_without_the_body(caplog):
+OPENAI_500 = {
+    "error": {
+        "message": "the gateway failed while handling the request",
+        "type": "server_error",
+        "code": "internal_error",
+        "param": None,
+    }
+}
+ANTHROPIC_500 = {
+    "type": "error",
+    "error": {"type": "api_error", "message": "the gateway failed while handling the request"},
+}
+
+
+@pytest.mark.parametrize(("path", "expected"), [("/boom", OPENAI_500), ("/anthropic/boom", ANTHROPIC_500)])
+def test_an_unexpected_exception_is_a_500_in_the_routes_shape_and_one_log_line_without_the_body(
+    caplog, path, expected
+):
     app = FastAPI()
     app.add_middleware(UnexpectedErrors)
 
-    @app.post("/boom")
+    @app.post(path)
     async def boom(request: Request) -> None:
         await request.body()
         raise RuntimeError("boom")
@@ -242,22 +259,16 @@ def test_an_unexpected_exception_is_an_openai_shaped_500_and_one_log_line_withou
     async def call() -> httpx2.Response:
         transport = httpx2.ASGITransport(app=app)
         async with httpx2.AsyncClient(transport=transport, base_url="http://gateway") as client:
-            return await client.post("/boom", content=b"sk-secret-in-the-body")
+            return await client.post(path, content=b"sk-secret-in-the-body")
 
     with caplog.at_level(logging.ERROR, logger="api.unexpected"):
         response = asyncio.run(call())
     assert response.status_code == 500
     assert response.headers["content-type"] == "application/json"
-    assert response.json() == {
-        "error": {
-            "message": "the gateway failed while handling the request",
-            "type": "server_error",
-            "code": "internal_error",
-        }
-    }
+    assert response.json() == expected
     lines = [record.getMessage() for record in caplog.records]
     assert len(lines) == 1
-    assert lines[0].startswith("unexpected RuntimeError in POST /boom at ") and "test_units.py" in lines[0]
+    assert lines[0].startswith(f"unexpected RuntimeError in POST {path} at ") and "test_units.py" in lines[0]
     assert "sk-secret" not in caplog.text
 
 

@@ -1,0 +1,46 @@
+"""Routes under /anthropic: Messages bridged through the queue; token counting and models passed through."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from api.bridge import BodyField, add_bridged_route, parse_conversation
+from api.passthrough import add_passthrough_route
+from shared.families import Family
+from shared.providers import ANTHROPIC
+
+router = APIRouter(prefix="/anthropic")
+
+# The fields the gateway itself reads or rewrites, with the types each may have.
+MESSAGES_FIELDS = (
+    BodyField("max_tokens", (int,), "an integer", required=True),
+    BodyField("stream", (bool,), "a boolean"),
+    BodyField("tools", (list,), "an array", of_objects=True),
+    BodyField("system", (str, list), "a string or an array"),
+    BodyField("thinking", (dict,), "an object"),
+)
+
+UPSTREAM_HEADERS = ("anthropic-version", "anthropic-beta")  # the client's, sent upstream unchanged
+
+
+def parse_messages_request(raw: bytes) -> dict[str, Any]:
+    return parse_conversation(raw, MESSAGES_FIELDS)
+
+
+add_bridged_route(
+    router,
+    "/v1/messages",
+    family=Family.ANTHROPIC_MESSAGES,
+    provider=ANTHROPIC,
+    parse=parse_messages_request,
+    upstream_headers=UPSTREAM_HEADERS,
+)
+add_passthrough_route(
+    router, "POST", "/v1/messages/count_tokens", provider=ANTHROPIC, headers=UPSTREAM_HEADERS
+)
+add_passthrough_route(router, "GET", "/v1/models", provider=ANTHROPIC, headers=UPSTREAM_HEADERS)
+add_passthrough_route(
+    router, "GET", "/v1/models/{model_id:path}", provider=ANTHROPIC, headers=UPSTREAM_HEADERS
+)
