@@ -34,6 +34,20 @@ ANTHROPIC_ERROR_TYPES = {
 }
 
 
+ANTHROPIC_STATUS_BY_TYPE = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+"""The status an Anthropic error type stands for (an ``error`` event in a stream carries no status)."""
+
+
 def family_of_path(path: str) -> Family:
     """The family whose shape the answers on ``path`` take: Anthropic's under /anthropic/, else OpenAI's."""
     return Family.ANTHROPIC_MESSAGES if path.startswith(ANTHROPIC_PATH_PREFIX) else Family.OPENAI_CHAT
@@ -65,10 +79,13 @@ def normalize_error(family: Family, status: int, raw: bytes) -> bytes:
     parsed = _json(raw)
     error = parsed.get("error") if isinstance(parsed, dict) else None
     if isinstance(error, dict):
-        if parsed.get("type") == "error" and isinstance(error.get("type"), str) and "message" in error:
+        said, type_ = error.get("message"), error.get("type")
+        if parsed.get("type") == "error" and isinstance(said, str) and isinstance(type_, str):
             return raw
-        said = error.get("message")
-        return _anthropic(status, f"{fallback}: {said}" if isinstance(said, str) and said else fallback)
+        message = said if isinstance(said, str) and said else fallback
+        if type_ in ANTHROPIC_STATUS_BY_TYPE:
+            return _anthropic_body(type_, message)
+        return _anthropic(status, message)
     text = raw[:512].decode("utf-8", "replace").strip()
     return _anthropic(status, f"{fallback}: {text}" if text else fallback)
 
@@ -82,9 +99,11 @@ def error_event(family: Family, body: bytes) -> bytes:
 
 
 def _anthropic(status: int, message: str) -> bytes:
-    return orjson.dumps(
-        {"type": "error", "error": {"type": anthropic_error_type(status), "message": message}}
-    )
+    return _anthropic_body(anthropic_error_type(status), message)
+
+
+def _anthropic_body(type_: str, message: str) -> bytes:
+    return orjson.dumps({"type": "error", "error": {"type": type_, "message": message}})
 
 
 def _json(raw: bytes) -> Any:

@@ -21,15 +21,23 @@ class Provider:
     )
     key: SecretStr | None  # the central key; None: none configured
 
+    @property
+    def key_header(self) -> str:
+        """The request header a key goes in."""
+        return "x-api-key" if self.name == ANTHROPIC else "Authorization"
+
+    @property
+    def key_variable(self) -> str:
+        """The setting of the central key."""
+        return f"AIBRIDGE_{self.name.upper()}_API_KEY"
+
     def auth_headers(self, client_key: str | None = None) -> dict[str, str]:
         """The headers that authenticate to the provider: with the client's own key when it brought one,
         else with the central key; none when there is neither."""
         key = client_key if client_key is not None else self.key and self.key.get_secret_value()
         if not key:
             return {}
-        if self.name == ANTHROPIC:
-            return {"x-api-key": key}
-        return {"Authorization": f"Bearer {key}"}
+        return {self.key_header: key if self.name == ANTHROPIC else f"Bearer {key}"}
 
 
 def provider(settings: Settings, name: str) -> Provider:
@@ -39,3 +47,8 @@ def provider(settings: Settings, name: str) -> Provider:
     if name == ANTHROPIC:
         return Provider(ANTHROPIC, settings.anthropic_base_url, settings.anthropic_api_key)
     raise ValueError(f"unknown provider: {name!r}")
+
+
+def providers(settings: Settings) -> list[Provider]:
+    """Every provider the gateway calls."""
+    return [provider(settings, name) for name in (OPENAI, ANTHROPIC)]

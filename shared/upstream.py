@@ -12,36 +12,60 @@ import orjson
 
 from shared.byok import HEADER as CLIENT_KEY_HEADER
 from shared.config import Settings
-from shared.errors import error_body, normalize_error_body, prefix_message
+from shared.errors import error_body
+from shared.families import Family
+from shared.families import error_body as family_error_body
+from shared.providers import Provider, providers
 
 ERROR_BODY_LIMIT = 1 << 20
 ACTOR_ID_HEADER = "X-AI-Bridge-Actor-ID"
 ACTOR_METADATA_HEADER_PREFIX = "X-AI-Bridge-Actor-Metadata-"
-AUTHORIZATION = "Authorization"
-NO_UPSTREAM_KEY = "this gateway has no upstream key configured (AIBRIDGE_OPENAI_API_KEY)"
 
 
 class UpstreamFailure(Exception):
-    """The upstream could not be reached or stopped answering; carries the status and body for the client."""
+    """The upstream answered an error, could not be reached or stopped answering; carries the status and the
+    body for the client (an upstream's own error body, already in its family's shape)."""
 
     def __init__(self, status: int, body: bytes) -> None:
         super().__init__(status)
         self.status = status
         self.body = body
 
+    def body_for(self, family: Family) -> bytes:
+        """The body in ``family``'s shape."""
+        return self.body
 
-class UpstreamCut(UpstreamFailure):
+
+class GatewayFailure(UpstreamFailure):
+    """A failure the gateway describes itself (unreachable, timed out, cut short, too large), rendered in the
+    shape of the family of the interception it ends."""
+
+    def __init__(self, status: int, message: str, code: str, type_: str = "upstream_error") -> None:
+        super().__init__(status, error_body(message, type_, code))
+        self.problem = (message, type_, code)
+
+    def body_for(self, family: Family) -> bytes:
+        if family is Family.OPENAI_CHAT:
+            return self.body
+        return family_error_body(family, self.status, *self.problem)
+
+
+class UpstreamCut(GatewayFailure):
     """The upstream's answer stopped short: its connection closed or reset mid-body, or its stream ended
     without the API family's end marker."""
 
 
-class OpenAIUpstream:
-    def __init__(self, session: aiohttp.ClientSession, settings: Settings) -> None:
+class Upstream:
+    """One provider's HTTP API (shared/providers.py), as the worker calls it."""
+
+    def __init__(self, session: aiohttp.ClientSession, provider: Provider, settings: Settings) -> None:
         self._session = session
-        self._base_url = settings.openai_base_url
-        self._headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
-        if settings.openai_api_key is not None:
-            self._headers.update(bearer(settings.openai_api_key.get_secret_value()))
+        self._provider = provider
+        self._headers = {
+            "Content-Type": "application/json",
+            "Accept-Encoding": "identity",
+            **provider.auth_headers(),
+        }
         self._timeout = aiohttp.ClientTimeout(
             total=None,
             connect=settings.upstream_connect_timeout,
@@ -56,7 +80,7 @@ class OpenAIUpstream:
         hear back become UpstreamFailure, a connection lost while the block reads the body UpstreamCut."""
         async with guard_upstream():
             async with self._session.post(
-                self._base_url + path,
+                self._provider.base_url + path,
                 data=orjson.dumps(body),
                 headers={**self._headers, **headers} if headers else self._headers,
                 timeout=self._timeout,
@@ -66,37 +90,33 @@ class OpenAIUpstream:
                 except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
                     raise UpstreamCut(
                         502,
-                        error_body(
-                            f"the upstream connection broke before the answer was complete: {exc}",
-                            "upstream_error",
-                            "upstream_connection_lost",
-                        ),
+                        f"the upstream connection broke before the answer was complete: {exc}",
+                        "upstream_connection_lost",
                     ) from exc
 
-    def error_body(self, status: int, raw: bytes, headers: Mapping[str, str] | None) -> bytes:
-        """The client's error body for the upstream's error answer (``status``, ``raw`` body) to a request
-        sent with ``headers`` over the usual ones: a 401 to a request that carried no upstream key at all
-        says the gateway has none, before the upstream's own message."""
-        body = normalize_error_body(raw, f"upstream answered {status}")
-        if status == 401 and AUTHORIZATION not in {**self._headers, **(headers or {})}:
-            return prefix_message(
-                body, f"{NO_UPSTREAM_KEY} and the request brought none ({CLIENT_KEY_HEADER})"
-            )
-        return body
+    def auth_headers(self, client_key: str) -> dict[str, str]:
+        """The headers that authenticate with the client's own key instead of the central one."""
+        return self._provider.auth_headers(client_key)
+
+    def keyless(self, headers: Mapping[str, str] | None) -> str | None:
+        """For a request sent with ``headers`` over the usual ones and no upstream key at all, what to tell
+        its client when the upstream refuses it (401): that the gateway has none. None when a key went."""
+        if self._provider.key_header in {**self._headers, **(headers or {})}:
+            return None
+        return f"{no_key_message(self._provider)} and the request brought none ({CLIENT_KEY_HEADER})"
 
 
-def bearer(upstream_key: str) -> dict[str, str]:
-    """The header that authenticates to the upstream with ``upstream_key`` (the central key, or instead of it
-    the client's own)."""
-    return {AUTHORIZATION: f"Bearer {upstream_key}"}
+def no_key_message(provider: Provider) -> str:
+    return f"this gateway has no upstream key configured ({provider.key_variable})"
 
 
 def missing_key_warning(settings: Settings) -> str | None:
-    """The line a process that calls the upstream says at start when it has no upstream key."""
-    if settings.openai_api_key is not None:
+    """The line a process that calls the upstreams says at start when it has no key for some of them."""
+    keyless = [no_key_message(provider) for provider in providers(settings) if provider.key is None]
+    if not keyless:
         return None
     return (
-        f"{NO_UPSTREAM_KEY}: requests go upstream without credentials unless a client brings its own key "
+        f"{'; '.join(keyless)}: requests go upstream without credentials unless a client brings its own key "
         f"({CLIENT_KEY_HEADER})"
     )
 
@@ -111,26 +131,18 @@ def actor_headers(actor_id: str, metadata: Mapping[str, str]) -> dict[str, str]:
 
 @asynccontextmanager
 async def guard_upstream() -> AsyncIterator[None]:
-    """Map transport failures inside the block to UpstreamFailure (502 unreachable, 504 timed out)."""
+    """Map transport failures inside the block to GatewayFailure (502 unreachable, 504 timed out)."""
     try:
         yield
     except TimeoutError as exc:
-        raise UpstreamFailure(
-            504, error_body("the upstream did not answer in time", "upstream_error", "upstream_timeout")
-        ) from exc
+        raise GatewayFailure(504, "the upstream did not answer in time", "upstream_timeout") from exc
     except aiohttp.ClientConnectorError as exc:
-        raise UpstreamFailure(
-            502,
-            error_body(
-                f"the upstream is unreachable: {exc.os_error}", "upstream_error", "upstream_unreachable"
-            ),
+        raise GatewayFailure(
+            502, f"the upstream is unreachable: {exc.os_error}", "upstream_unreachable"
         ) from exc
     except (aiohttp.ClientError, asyncio.IncompleteReadError) as exc:
-        raise UpstreamFailure(
-            502,
-            error_body(
-                f"the upstream connection failed: {exc}", "upstream_error", "upstream_connection_lost"
-            ),
+        raise GatewayFailure(
+            502, f"the upstream connection failed: {exc}", "upstream_connection_lost"
         ) from exc
 
 

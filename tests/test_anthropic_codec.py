@@ -6,6 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from shared.families import Family, normalize_error
 from shared.token_counts import TokenCounts
 from shared.upstream import UpstreamFailure
 from tests.anthropic_events import (
@@ -58,7 +59,8 @@ def test_streaming_fixture(name):
     codec = codec_for(body, streaming=True)
     if is_http_answer(sections["streaming"]):
         error = sections["streaming"].partition(b"\n\n")[2].strip()
-        assert codec.upstream_error(400, error) == error  # already Anthropic's shape: as the upstream sent it
+        # already Anthropic's shape: as the upstream sent it
+        assert normalize_error(Family.ANTHROPIC_MESSAGES, 400, error) == error
         return
     first = sse(sections["streaming"])
     if any(upstream_event.name == "error" for upstream_event in first):
@@ -134,7 +136,7 @@ def test_blocking_fixture(name):
     assert "stream" not in codec.request_body(streaming=False)
     if is_http_answer(sections["non-streaming"]):
         error = sections["non-streaming"].partition(b"\n\n")[2].strip()
-        assert codec.upstream_error(400, error) == error
+        assert normalize_error(Family.ANTHROPIC_MESSAGES, 400, error) == error
         return
     answers = [sections["non-streaming"].strip()]
     if "non-streaming/tool-call" in sections:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from shared.families import Family, error_body, normalize_error
 from shared.token_counts import TokenCounts
 from shared.upstream import UpstreamFailure
 from tests.anthropic_events import (
@@ -210,35 +211,36 @@ def test_is_stream_end():
 
 
 def test_error_bodies():
-    codec = codec_for(REQUEST, streaming=True)
+    """The one definition of Anthropic's error shape (shared/families.py), as the codec's failures use it."""
+    anthropic = Family.ANTHROPIC_MESSAGES
     anthropic_shaped = (
         b'{"type":"error","error":{"type":"rate_limit_error","message":"slow down"},"request_id":"r1"}'
     )
-    assert codec.upstream_error(429, anthropic_shaped) == anthropic_shaped
+    assert normalize_error(anthropic, 429, anthropic_shaped) == anthropic_shaped
     openai_shaped = b'{"error":{"message":"bad key","type":"invalid_request_error","code":"invalid_api_key"}}'
-    assert orjson.loads(codec.upstream_error(401, openai_shaped)) == {
+    assert orjson.loads(normalize_error(anthropic, 401, openai_shaped)) == {
         "type": "error",
         "error": {"type": "invalid_request_error", "message": "bad key"},
     }
-    assert orjson.loads(codec.upstream_error(529, b"busy")) == {
+    assert orjson.loads(normalize_error(anthropic, 529, b"busy")) == {
         "type": "error",
         "error": {"type": "overloaded_error", "message": "upstream answered 529: busy"},
     }
-    assert orjson.loads(codec.upstream_error(503, b""))["error"]["type"] == "api_error"
-    assert orjson.loads(codec.upstream_error(403, b"<html>"))["error"]["type"] == "permission_error"
+    assert orjson.loads(normalize_error(anthropic, 503, b""))["error"]["type"] == "overloaded_error"
+    assert orjson.loads(normalize_error(anthropic, 403, b"<html>"))["error"]["type"] == "permission_error"
     kinds = {
-        ("invalid_request_error", "invalid_api_key"): "authentication_error",
-        ("invalid_request_error", "request_too_large"): "request_too_large",
-        ("invalid_request_error", "not_found"): "not_found_error",
-        ("invalid_request_error", "invalid_request"): "invalid_request_error",
-        ("requests", "actor_rate_limited"): "rate_limit_error",
-        ("server_error", "queue_full"): "overloaded_error",
-        ("server_error", "tool_round_limit"): "api_error",
-        ("upstream_error", "upstream_timeout"): "api_error",
+        400: "invalid_request_error",
+        401: "authentication_error",
+        404: "not_found_error",
+        413: "request_too_large",
+        429: "rate_limit_error",
+        500: "api_error",
+        503: "overloaded_error",
+        504: "timeout_error",
     }
-    for (type_, code), kind in kinds.items():
-        body = orjson.loads(codec.gateway_error("it failed", type_, code))
-        assert body == {"type": "error", "error": {"type": kind, "message": "it failed"}}, (type_, code)
+    for status, kind in kinds.items():
+        body = orjson.loads(error_body(anthropic, status, "it failed", "server_error", "some_code"))
+        assert body == {"type": "error", "error": {"type": kind, "message": "it failed"}}, status
 
 
 def test_blocking_two_rounds_with_thinking():

@@ -10,6 +10,7 @@ import pytest
 from aiohttp import StreamReader
 from aiohttp.base_protocol import BaseProtocol
 
+from shared.families import Family, error_body, normalize_error
 from shared.job import InterceptionJob
 from shared.mcp.tools import McpTool
 from shared.token_counts import TokenCounts
@@ -233,12 +234,12 @@ def test_chat_usage_reads_as_token_counts_with_input_never_below_zero():
 
 
 def test_errors_are_openai_shaped():
-    chat = codec({"messages": []})
+    chat = Family.OPENAI_CHAT
     shaped = b'{"error":{"message":"slow down","type":"rate_limit","code":"rl"}}'
-    assert chat.upstream_error(429, shaped) == shaped
-    assert orjson.loads(chat.upstream_error(502, b"Bad Gateway"))["error"]["message"] == (
+    assert normalize_error(chat, 429, shaped) == shaped
+    assert orjson.loads(normalize_error(chat, 502, b"Bad Gateway"))["error"]["message"] == (
         "upstream answered 502: Bad Gateway"
     )
-    assert orjson.loads(chat.gateway_error("stopped", "server_error", "tool_round_limit")) == {
-        "error": {"message": "stopped", "type": "server_error", "code": "tool_round_limit"}
+    assert orjson.loads(error_body(chat, 500, "stopped", "server_error", "tool_round_limit")) == {
+        "error": {"message": "stopped", "type": "server_error", "code": "tool_round_limit", "param": None}
     }

@@ -50,7 +50,7 @@ def test_the_worker_says_once_at_start_that_it_has_no_upstream_key(keyless):
     keyless.wait_until(lambda: WARNING in keyless.output(), "the worker's warning")
     (line,) = [line for line in keyless.output().splitlines() if WARNING in line]
     assert "AIBRIDGE_OPENAI_API_KEY" in line and "without credentials" in line
-    assert missing_key_warning(Settings(openai_api_key="sk-configured")) is None
+    assert missing_key_warning(Settings(openai_api_key="sk-configured", anthropic_api_key="sk-ant")) is None
 
 
 @pytest.mark.parametrize("streaming", [True, False])

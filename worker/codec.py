@@ -94,14 +94,6 @@ class Codec(Protocol):
         """The blocking answer for the client: id = interception id, usage cumulative over the rounds."""
         ...
 
-    def upstream_error(self, status: int, raw: bytes) -> bytes:
-        """An upstream error body in the family's shape (kept as is when already so)."""
-        ...
-
-    def gateway_error(self, message: str, type_: str, code: str) -> bytes:
-        """The gateway's own error body in the family's shape."""
-        ...
-
 
 CodecFactory = Callable[[InterceptionJob, list[McpTool]], Codec]
 """Builds a family's codec for one interception: ``(job, the injected tools)``."""

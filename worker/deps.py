@@ -22,11 +22,12 @@ from shared.config import Settings
 from shared.keys import RedisKeys
 from shared.mcp.manager import McpToolManager
 from shared.metrics import WorkerMetrics
+from shared.providers import providers
 from shared.recording.drain import RecordDrainer
 from shared.recording.outbox import OutboxRecorder
 from shared.recording.records import RecorderGroup
 from shared.recording.store import RecordStore
-from shared.upstream import OpenAIUpstream, new_session
+from shared.upstream import Upstream, new_session
 from worker.control import ControlListener
 from worker.stream_writes import CoalescingWriter
 
@@ -41,7 +42,7 @@ class WorkerDeps:
     keys: RedisKeys
     redis: ArqRedis
     session: aiohttp.ClientSession
-    upstream: OpenAIUpstream
+    upstreams: dict[str, Upstream]  # by provider name
     control: ControlListener
     tools: McpToolManager
     writes: CoalescingWriter
@@ -87,7 +88,7 @@ class WorkerDeps:
             keys=keys,
             redis=redis,
             session=session,
-            upstream=OpenAIUpstream(session, settings),
+            upstreams={each.name: Upstream(session, each, settings) for each in providers(settings)},
             control=control,
             tools=tools,
             writes=writes,

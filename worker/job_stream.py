@@ -12,12 +12,11 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from shared.errors import error_body
 from shared.messages import MessageKind, StreamMessage
 from shared.redis import Command
 from shared.relayed_headers import relayed_headers
 from shared.sse import EVENT_SEPARATOR
-from shared.upstream import UpstreamFailure
+from shared.upstream import GatewayFailure
 from worker.stream_writes import CoalescingWriter
 
 logger = logging.getLogger(__name__)
@@ -73,7 +72,7 @@ class StreamLost(RedisError):
         super().__init__(f"the stream {key} is gone from Redis (restarted or flushed)")
 
 
-class StreamTooLarge(UpstreamFailure):
+class StreamTooLarge(GatewayFailure):
     """The answer outgrew the bytes a stream may hold: the job stops and the client is told so, like an
     upstream failure (an error event once the stream has started, else a 502)."""
 
@@ -82,7 +81,7 @@ class StreamTooLarge(UpstreamFailure):
             f"the answer is larger than this gateway keeps for one stream ({max_bytes} bytes, "
             "AIBRIDGE_STREAM_MAX_BYTES); it was stopped there"
         )
-        super().__init__(502, error_body(message, "server_error", "stream_too_large"))
+        super().__init__(502, message, "stream_too_large", "server_error")
 
 
 class JobStream:

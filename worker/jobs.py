@@ -13,9 +13,9 @@ from redis.exceptions import RedisError
 
 from shared.byok import UnusableUpstreamKey, UpstreamKeyCipher
 from shared.config import Settings
-from shared.errors import error_body
+from shared.families import Family, error_body
 from shared.job import InterceptionJob
-from shared.upstream import actor_headers, bearer
+from shared.upstream import Upstream, actor_headers
 from worker.deps import WorkerDeps
 from worker.families import CODECS
 from worker.job_stream import JobStream, SlotLease
@@ -54,23 +54,17 @@ async def intercept(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
     except RedisError as exc:  # an outage as the job starts: its client gets its error from the API
         logger.warning("interception %s: Redis failed as the job started: %s", interception_id, exc)
         return
-    codec_factory = CODECS.get(job.family)
-    if codec_factory is None:
-        logger.error("interception %s: this worker has no codec for %s", interception_id, job.family)
-        await _report_worker_error(
-            stream, f"this worker cannot serve {job.family} requests", "family_unsupported"
-        )
-        return
     try:
-        headers = upstream_headers(job, settings, deps.cipher)
+        upstream = deps.upstreams[job.provider]
+        headers = upstream_headers(job, upstream, settings, deps.cipher)
     except UnusableUpstreamKey as exc:
         logger.error("interception %s: %s", interception_id, exc)
-        await _report_worker_error(stream, str(exc), "upstream_key_unusable")
+        await _report_worker_error(stream, job.family, str(exc), "upstream_key_unusable")
         return
     interception = ToolLoop(
         job,
-        codec_factory,
-        deps.upstream,
+        CODECS[job.family],
+        upstream,
         stream,
         deps.tools,
         deps.records,
@@ -90,25 +84,30 @@ async def intercept(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
             current = asyncio.current_task()
             if current is not None and current.cancelling():  # the worker is stopping, or the job timed out
                 await _report_worker_error(
-                    stream, "the gateway's worker stopped before the answer was complete"
+                    stream, job.family, "the gateway's worker stopped before the answer was complete"
                 )
                 raise
             logger.info("interception %s: cancelled, client gone", interception_id)
             await _report_worker_error(
-                stream, "the request was cancelled: its client disconnected", "client_disconnected"
+                stream,
+                job.family,
+                "the request was cancelled: its client disconnected",
+                "client_disconnected",
             )
         except RedisError as exc:  # an outage: the worker goes on, this job cannot
             logger.warning("interception %s: Redis failed: %s", interception_id, exc)
-            await _report_worker_error(stream, "the gateway lost its queue while handling the request")
+            await _report_worker_error(
+                stream, job.family, "the gateway lost its queue while handling the request"
+            )
         except Exception:
             logger.exception("interception %s: worker error", interception_id)
-            await _report_worker_error(stream, "the gateway failed while handling the request")
+            await _report_worker_error(stream, job.family, "the gateway failed while handling the request")
         finally:
             deps.control.unregister(interception_id)
 
 
 def upstream_headers(
-    job: InterceptionJob, settings: Settings, cipher: UpstreamKeyCipher | None
+    job: InterceptionJob, upstream: Upstream, settings: Settings, cipher: UpstreamKeyCipher | None
 ) -> dict[str, str]:
     """The headers of this job's upstream calls beyond the usual ones: the client's own that go upstream
     (e.g. ``anthropic-version``), the client's own key (decrypted here, for this request only) and, with
@@ -119,15 +118,17 @@ def upstream_headers(
             raise UnusableUpstreamKey(
                 "the request carries the client's upstream key but this worker has no AIBRIDGE_SECRET_KEY"
             )
-        headers.update(bearer(cipher.decrypt(job.encrypted_upstream_key)))
+        headers.update(upstream.auth_headers(cipher.decrypt(job.encrypted_upstream_key)))
     if settings.send_actor_headers and job.actor_id is not None:
         headers.update(actor_headers(job.actor_id, job.actor_metadata))
     return headers
 
 
-async def _report_worker_error(stream: JobStream, message: str, code: str = "worker_error") -> None:
+async def _report_worker_error(
+    stream: JobStream, family: Family, message: str, code: str = "worker_error"
+) -> None:
     try:
-        await stream.error(500, error_body(message, "server_error", code))
+        await stream.error(500, error_body(family, 500, message, "server_error", code))
         await stream.done()
     except RedisError as exc:
         logger.warning("could not report the worker error: %s", exc)

@@ -13,6 +13,8 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 
+from shared.errors import prefix_message
+from shared.families import error_body, normalize_error
 from shared.job import InterceptionJob
 from shared.mcp.tools import McpTool, ToolCallError
 from shared.recording.records import Outcome, Recorder
@@ -42,7 +44,7 @@ class Upstream(Protocol):
         self, path: str, body: dict[str, Any], headers: Mapping[str, str] | None = None
     ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]: ...
 
-    def error_body(self, status: int, raw: bytes, headers: Mapping[str, str] | None) -> bytes: ...
+    def keyless(self, headers: Mapping[str, str] | None) -> str | None: ...
 
 
 class ToolLoop:
@@ -80,7 +82,8 @@ class ToolLoop:
                     await self._run_blocking()
             except UpstreamFailure as failure:
                 cut = isinstance(failure, UpstreamCut)
-                await self._fail(failure.status, failure.body, Outcome.UPSTREAM_CUT if cut else None)
+                outcome = Outcome.UPSTREAM_CUT if cut else None
+                await self._fail(failure.status, failure.body_for(self._job.family), outcome)
             await self._stream.done()
         except asyncio.CancelledError as cancelled:
             client_gone = cancelled.args == (CLIENT_GONE,)
@@ -161,18 +164,16 @@ class ToolLoop:
                 self._recording.thought(round.message_id, thought)
 
     def _error_body(self, status: int, raw: bytes) -> bytes:
-        """The client's body for an upstream's error answer: the upstream's explanation (e.g. that no key
-        went with the request), in the family's shape."""
-        return self._codec.upstream_error(
-            status, self._upstream.error_body(status, raw, self._upstream_headers)
-        )
+        """The client's body for an upstream's error answer, in the family's shape: the upstream's own, told
+        first, on a 401 to a request that carried no key at all, that the gateway has none."""
+        body = normalize_error(self._job.family, status, raw)
+        if status == 401 and (keyless := self._upstream.keyless(self._upstream_headers)) is not None:
+            return prefix_message(body, keyless)
+        return body
 
     def _round_limit_error(self) -> bytes:
-        return self._codec.gateway_error(
-            f"the model kept calling gateway tools for {self._max_rounds} rounds; stopped",
-            "server_error",
-            "tool_round_limit",
-        )
+        message = f"the model kept calling gateway tools for {self._max_rounds} rounds; stopped"
+        return error_body(self._job.family, 500, message, "server_error", "tool_round_limit")
 
     def _calls_to_run(self, round: Round) -> list[ToolCall]:
         """The round's injected tool calls, its client calls recorded."""

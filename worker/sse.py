@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import StreamReader
 
-from shared.errors import error_body
 from shared.upstream import UpstreamCut
 from worker.codec import SseEvent
 
@@ -41,11 +40,8 @@ async def iter_sse_batches(content: StreamReader, is_end: StreamEnd) -> AsyncIte
             yield [event]
     raise UpstreamCut(
         502,
-        error_body(
-            "the upstream's stream ended before its end marker: the answer is incomplete",
-            "upstream_error",
-            "upstream_truncated",
-        ),
+        "the upstream's stream ended before its end marker: the answer is incomplete",
+        "upstream_truncated",
     )
 
 

@@ -9,18 +9,15 @@ import orjson
 from shared.families import Family
 from shared.job import InterceptionJob
 from shared.mcp.tools import McpTool
-from shared.upstream import UpstreamFailure
 from worker.codec import Round, SseEvent, ToolResult
 from worker.families.anthropic_round import Interception, MessagesRound
 from worker.families.anthropic_wire import (
     SUMMED_USAGE,
     deferred_result_block,
-    error_body,
-    gateway_error_body,
+    malformed,
     patch_value,
     tool_result_block,
     totals,
-    upstream_error_body,
 )
 
 PATH = "/v1/messages"
@@ -89,7 +86,7 @@ class AnthropicMessagesCodec:
         messages_round = _own(round)
         body = messages_round.body
         if body is None:
-            raise UpstreamFailure(502, error_body("the upstream's answer was not read", "api_error"))
+            raise malformed("message")
         new_id = self._interception.interception_id
         named = {**body, "id": new_id}
         answer = patch_value(messages_round.raw_body, named, "id", body.get("id"), new_id)
@@ -98,12 +95,6 @@ class AnthropicMessagesCodec:
             return answer
         summed = totals(usage, self._interception.cumulative, (*SUMMED_USAGE, "cache_creation"))
         return patch_value(answer, {**named, "usage": summed}, "usage", usage, summed)
-
-    def upstream_error(self, status: int, raw: bytes) -> bytes:
-        return upstream_error_body(status, raw)
-
-    def gateway_error(self, message: str, type_: str, code: str) -> bytes:
-        return gateway_error_body(message, type_, code)
 
 
 def _own(round: Round) -> MessagesRound:

@@ -8,32 +8,11 @@ from typing import Any
 
 import orjson
 
+from shared.families import ANTHROPIC_STATUS_BY_TYPE, Family, error_body, normalize_error
 from shared.sse import data_field
 from shared.token_counts import TokenCounts
 from shared.upstream import UpstreamFailure
 from worker.codec import ToolCall, ToolResult
-
-STATUS_BY_ERROR_TYPE = {
-    "invalid_request_error": 400,
-    "authentication_error": 401,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "request_too_large": 413,
-    "rate_limit_error": 429,
-    "api_error": 500,
-    "overloaded_error": 529,
-}
-ERROR_TYPE_BY_STATUS = {status: type_ for type_, status in STATUS_BY_ERROR_TYPE.items()}
-ERROR_TYPE_BY_GATEWAY_CODE = {
-    "invalid_api_key": "authentication_error",
-    "request_too_large": "request_too_large",
-    "not_found": "not_found_error",
-    "queue_full": "overloaded_error",
-}
-ERROR_TYPE_BY_GATEWAY_TYPE = {
-    "invalid_request_error": "invalid_request_error",
-    "requests": "rate_limit_error",
-}
 
 SUMMED_USAGE = (
     "input_tokens",
@@ -51,59 +30,17 @@ DEFERRED_CALL = (
 )
 
 
-def error_body(message: str, type_: str) -> bytes:
-    return orjson.dumps({"type": "error", "error": {"type": type_, "message": message}})
-
-
-def error_type_for_status(status: int) -> str:
-    if status in ERROR_TYPE_BY_STATUS:
-        return ERROR_TYPE_BY_STATUS[status]
-    return "invalid_request_error" if 400 <= status < 500 else "api_error"
-
-
-def upstream_error_body(status: int, raw: bytes) -> bytes:
-    """``raw`` when it is an Anthropic error body; otherwise one that carries what the upstream said."""
-    try:
-        parsed = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        parsed = None
-    error = parsed.get("error") if isinstance(parsed, dict) else None
-    if isinstance(error, dict):
-        message, type_ = error.get("message"), error.get("type")
-        if parsed.get("type") == "error" and isinstance(message, str) and isinstance(type_, str):
-            return raw
-        if type_ not in STATUS_BY_ERROR_TYPE:
-            type_ = error_type_for_status(status)
-        if not isinstance(message, str):
-            message = f"upstream answered {status}"
-        return error_body(message, type_)
-    text = raw[:512].decode("utf-8", "replace").strip()
-    return error_body(
-        f"upstream answered {status}: {text}" if text else f"upstream answered {status}",
-        error_type_for_status(status),
-    )
-
-
-def gateway_error_body(message: str, type_: str, code: str) -> bytes:
-    """The gateway's own error (an OpenAI-style ``type`` and ``code``) as Anthropic names its kind."""
-    anthropic_type = (
-        ERROR_TYPE_BY_GATEWAY_CODE.get(code)
-        or ERROR_TYPE_BY_GATEWAY_TYPE.get(type_)
-        or (type_ if type_ in STATUS_BY_ERROR_TYPE else "api_error")
-    )
-    return error_body(message, anthropic_type)
-
-
 def malformed(what: str) -> UpstreamFailure:
-    return UpstreamFailure(502, error_body(f"the upstream sent a malformed {what}", "api_error"))
+    message = f"the upstream sent a malformed {what}"
+    return UpstreamFailure(502, error_body(Family.ANTHROPIC_MESSAGES, 502, message, "upstream_error", None))
 
 
 def stream_error(data: bytes, parsed: dict[str, Any]) -> UpstreamFailure:
     """An ``error`` event, as the failure the loop reports (the status its type stands for)."""
     error = parsed.get("error")
     type_ = error.get("type") if isinstance(error, dict) else None
-    status = STATUS_BY_ERROR_TYPE.get(type_, 500) if isinstance(type_, str) else 500
-    return UpstreamFailure(status, upstream_error_body(status, data))
+    status = ANTHROPIC_STATUS_BY_TYPE.get(type_, 500) if isinstance(type_, str) else 500
+    return UpstreamFailure(status, normalize_error(Family.ANTHROPIC_MESSAGES, status, data))
 
 
 def token_counts(usage: dict[str, Any]) -> TokenCounts:

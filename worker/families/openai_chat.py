@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 
-from shared.errors import error_body, normalize_error_body
+from shared.errors import normalize_error_body
 from shared.families import Family
 from shared.job import InterceptionJob
 from shared.mcp.tools import McpTool
@@ -163,12 +163,6 @@ class ChatCodec:
         if self._rounds > 1 and self._cumulative_usage:
             return replace_id_and_usage(chat_round.completion, self._id_json, self._cumulative_usage)
         return replace_id(chat_round.raw, chat_round.completion, self._id_json)
-
-    def upstream_error(self, status: int, raw: bytes) -> bytes:
-        return normalize_error_body(raw, f"upstream answered {status}")
-
-    def gateway_error(self, message: str, type_: str, code: str) -> bytes:
-        return error_body(message, type_, code)
 
     def is_injected(self, name: str) -> bool:
         return name in self._injected
