@@ -54,11 +54,24 @@ def message_events(text: str, *, input_tokens: int = 10, output_tokens: int = 5)
     }
     frames = [
         ("message_start", start),
-        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+        (
+            "content_block_start",
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        ),
         ("ping", {"type": "ping"}),
-        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}}),
+        (
+            "content_block_delta",
+            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
+        ),
         ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": output_tokens}}),
+        (
+            "message_delta",
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn"},
+                "usage": {"output_tokens": output_tokens},
+            },
+        ),
         ("message_stop", {"type": "message_stop"}),
     ]
     return b"".join(b"event: %s\ndata: %s\n\n" % (name.encode(), orjson.dumps(data)) for name, data in frames)
@@ -110,17 +123,26 @@ def test_upstream_errors_reach_the_sdk_as_its_exception_types(gateway, upstream)
     assert limited_error.value.response.headers["retry-after"] == "7"
     assert limited_error.value.body == orjson.loads(limited)
     with pytest.raises(anthropic.APIStatusError) as overloaded_error:
-        sdk.messages.create(model=model, max_tokens=8, messages=[{"role": "user", "content": "hi"}], stream=True)
+        sdk.messages.create(
+            model=model, max_tokens=8, messages=[{"role": "user", "content": "hi"}], stream=True
+        )
     assert overloaded_error.value.status_code == 529
 
 
 def test_an_error_event_mid_stream_ends_the_stream_with_it(gateway, upstream):
     cut = message_events("partial").split(b"event: content_block_stop")[0]
-    error = b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
+    error = (
+        b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
+    )
     model, _ = upstream.scenario(sse_reply(cut + error))
     response = httpx2.post(
         f"{gateway.url}/anthropic/v1/messages",
-        json={"model": model, "max_tokens": 8, "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+        json={
+            "model": model,
+            "max_tokens": 8,
+            "stream": True,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
         timeout=30,
     )
     assert response.status_code == 200
@@ -134,7 +156,12 @@ def test_a_cut_stream_ends_with_an_anthropic_error_event(gateway, upstream):
     model, _ = upstream.scenario(sse_reply(cut))
     response = httpx2.post(
         f"{gateway.url}/anthropic/v1/messages",
-        json={"model": model, "max_tokens": 8, "stream": True, "messages": [{"role": "user", "content": "hi"}]},
+        json={
+            "model": model,
+            "max_tokens": 8,
+            "stream": True,
+            "messages": [{"role": "user", "content": "hi"}],
+        },
         timeout=30,
     )
     name, body = events(response.content)[-1]
