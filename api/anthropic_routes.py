@@ -22,7 +22,9 @@ MESSAGES_FIELDS = (
     BodyField("thinking", (dict,), "an object"),
 )
 
-UPSTREAM_HEADERS = ("anthropic-version", "anthropic-beta")  # the client's, sent upstream unchanged
+# The client's, sent upstream unchanged; the user agent is how the provider tells Claude Code (claude-cli/...)
+# from other clients.
+UPSTREAM_HEADERS = ("anthropic-version", "anthropic-beta", "user-agent")
 
 
 def parse_messages_request(raw: bytes) -> dict[str, Any]:

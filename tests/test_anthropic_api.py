@@ -162,7 +162,8 @@ def test_the_job_is_queued_as_anthropic_with_the_clients_headers_then_503_withou
     assert job["body"] == {"model": "claude-x", "max_tokens": 5, "messages": HI}
     assert job["client_headers"]["anthropic-beta"] == "tools-2099"
     assert job["client_headers"]["anthropic-version"]  # the SDK sends its own
-    assert set(job["client_headers"]) == {"anthropic-version", "anthropic-beta"}
+    assert job["client_headers"]["user-agent"].startswith("Anthropic/Python")
+    assert set(job["client_headers"]) == {"anthropic-version", "anthropic-beta", "user-agent"}
 
 
 def test_the_same_failures_stay_openai_shaped_on_openai_routes(keyed):

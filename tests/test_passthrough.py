@@ -41,6 +41,7 @@ def test_anthropic_models_go_up_with_the_gateways_key_and_only_allowed_headers(g
     sent = lower(upstream.models_requests[-1].headers)
     assert sent["x-api-key"] == "sk-ant-upstream-test-key"  # the gateway's, not the client's
     assert sent["anthropic-beta"] == "b1" and sent["anthropic-version"]
+    assert sent["user-agent"].startswith("Anthropic/Python")  # the client's, as on /v1/messages
     assert not {"x-private", "cookie", "authorization", "x-stainless-lang"} & set(sent)
 
 
