@@ -249,3 +249,69 @@ def test_injected_tool_loop_over_two_rounds(tool_gateway, upstream, streaming):
         assert indices == list(range(len(indices)))
     else:
         assert response.json()["id"] == response.headers["x-aibridge-interception-id"]
+
+
+def tool_use_events(name: str, arguments: dict) -> bytes:
+    """A round whose answer is one call of the tool ``name``."""
+    start = {
+        "type": "message_start",
+        "message": {
+            "id": "msg_up_tool",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-test",
+            "content": [],
+            "stop_reason": None,
+            "usage": {"input_tokens": 20, "output_tokens": 1},
+        },
+    }
+    block = {"type": "tool_use", "id": "toolu_1", "name": name, "input": {}}
+    partial = {"type": "input_json_delta", "partial_json": orjson.dumps(arguments).decode()}
+    frames = [
+        ("message_start", start),
+        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": partial}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        (
+            "message_delta",
+            {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}},
+        ),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return b"".join(b"event: %s\ndata: %s\n\n" % (name.encode(), orjson.dumps(data)) for name, data in frames)
+
+
+def test_the_sdk_stream_outlives_a_12_second_tool_call_and_sums_the_usage(tool_gateway, upstream):
+    """During an injected tool call nothing comes from the upstream: the client gets the stream's headers
+    and a ``: ping`` comment line every keep-alive interval, which the SDK's parser skips."""
+    model, scenario = upstream.scenario(
+        sse_reply(tool_use_events("bmcp_test_slow", {"seconds": 12})),
+        sse_reply(message_events("Done waiting", input_tokens=30, output_tokens=6)),
+    )
+    sdk = client(tool_gateway)
+    with sdk.messages.stream(
+        model=model, max_tokens=64, messages=[{"role": "user", "content": "wait"}]
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "Done waiting"
+    assert [block.type for block in final.content] == ["text"]
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (20 + 30, 9 + 6)
+    (result,) = scenario.received[1].body["messages"][-1]["content"]
+    assert result["tool_use_id"] == "toolu_1" and not result.get("is_error")
+
+
+def test_an_anthropic_stream_resumes_after_any_event_with_its_event_lines(gateway, upstream):
+    model, _ = upstream.scenario(sse_reply(message_events("resumable")))
+    body = {"model": model, "max_tokens": 8, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    first = httpx2.post(f"{gateway.url}/anthropic/v1/messages", json=body, timeout=30)
+    interception = first.headers["x-aibridge-interception-id"]
+    ids = [line[4:].decode() for line in first.content.split(b"\n") if line.startswith(b"id: ")]
+    resumed = httpx2.get(
+        f"{gateway.url}/anthropic/v1/messages/{interception}/events",
+        headers={"Last-Event-ID": ids[2]},
+        timeout=30,
+    )
+    assert resumed.status_code == 200
+    assert events(resumed.content) == events(first.content)[3:]
+    assert b"event: message_stop\n" in resumed.content
