@@ -8,11 +8,9 @@ import orjson
 from shared.families import Family
 from shared.job import InterceptionJob
 from shared.mcp.tools import McpTool
-from tests.fixtures import FIXTURES
 from worker.codec import SseEvent, ToolResult
 from worker.families.anthropic_messages import AnthropicMessagesCodec
 
-ANTHROPIC_FIXTURES = FIXTURES / "anthropic"
 INTERCEPTION_ID = "7f1e0c52-0000-4000-8000-000000000001"
 WORKSPACES = McpTool(
     server="coder",

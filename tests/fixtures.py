@@ -10,10 +10,17 @@ from tests.fake_upstream import RawReply
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 CHAT_FIXTURES = FIXTURES / "openai" / "chatcompletions"
+ANTHROPIC_FIXTURES = FIXTURES / "anthropic"
 
 needs_fixtures = pytest.mark.skipif(
     not CHAT_FIXTURES.is_dir(),
     reason=f"recorded fixtures not present at {FIXTURES} (they sit beside the repository, not in it)",
+)
+
+
+needs_anthropic_fixtures = pytest.mark.skipif(
+    not ANTHROPIC_FIXTURES.is_dir(),
+    reason=f"recorded fixtures not present at {ANTHROPIC_FIXTURES} (they sit beside the repository, not in it)",
 )
 
 

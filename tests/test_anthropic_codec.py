@@ -10,7 +10,6 @@ from shared.families import Family, normalize_error
 from shared.token_counts import TokenCounts
 from shared.upstream import UpstreamFailure
 from tests.anthropic_events import (
-    ANTHROPIC_FIXTURES,
     INTERCEPTION_ID,
     MCP_RESULT,
     PING,
@@ -20,15 +19,11 @@ from tests.anthropic_events import (
     sse,
     stream_rounds,
 )
-from tests.fixtures import read_txtar
+from tests.fixtures import ANTHROPIC_FIXTURES, needs_anthropic_fixtures, read_txtar
 from worker.codec import SseEvent, ToolCall, ToolResult
 
 # --- the recorded exchanges ---------------------------------------------------------------------------------
 
-needs_anthropic_fixtures = pytest.mark.skipif(
-    not ANTHROPIC_FIXTURES.is_dir(),
-    reason=f"recorded fixtures not present at {ANTHROPIC_FIXTURES} (they sit beside the repository, not in it)",
-)
 FIXTURE_NAMES = sorted(path.stem for path in ANTHROPIC_FIXTURES.glob("*.txtar"))
 
 

@@ -11,6 +11,7 @@ import pytest
 import redis
 from cryptography.fernet import Fernet
 
+from tests.anthropic_upstream import message_events, sse_reply
 from tests.fake_upstream import SSEReply, text_stream
 
 HI = [{"role": "user", "content": "hi"}]
@@ -120,3 +121,20 @@ def test_without_a_secret_key_the_gateway_refuses_the_clients_key(gateway, upstr
     assert b"sk-not-carried" not in response.content
     assert scenario.received == []
     assert b"sk-not-carried" not in everything_in(redis_client)
+
+
+def test_a_clients_own_anthropic_key_goes_upstream_as_x_api_key(byok_gateway, upstream):
+    own_key = "sk-ant-own-" + Fernet.generate_key().decode()[:24]
+    client_key = byok_gateway.create_key("ines")
+    model, scenario = upstream.scenario(sse_reply(message_events("with my own key")))
+    response = httpx2.post(
+        f"{byok_gateway.url}/anthropic/v1/messages",
+        json={"model": model, "max_tokens": 8, "stream": True, "messages": HI},
+        headers={"x-api-key": client_key, "X-Upstream-Authorization": f"Bearer {own_key}"},
+        timeout=30,
+    )
+    assert response.status_code == 200 and b"with my own key" in response.content
+    (received,) = scenario.received
+    assert received.headers["x-api-key"] == own_key
+    assert "authorization" not in {name.lower() for name in received.headers}
+    assert own_key not in byok_gateway.output()
