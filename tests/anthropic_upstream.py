@@ -37,55 +37,63 @@ def message_events(text: str, *, input_tokens: int = 10, output_tokens: int = 5)
         },
     }
     frames = [
-        ("message_start", start),
-        (
-            "content_block_start",
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-        ),
-        ("ping", {"type": "ping"}),
-        (
-            "content_block_delta",
-            {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
-        ),
-        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        (
-            "message_delta",
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": "end_turn"},
-                "usage": {"output_tokens": output_tokens},
-            },
-        ),
-        ("message_stop", {"type": "message_stop"}),
+        start,
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "ping"},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn"},
+            "usage": {"output_tokens": output_tokens},
+        },
+        {"type": "message_stop"},
     ]
-    return b"".join(b"event: %s\ndata: %s\n\n" % (name.encode(), orjson.dumps(data)) for name, data in frames)
+    return as_sse(frames)
 
 
 def tool_use_events(name: str, arguments: dict) -> bytes:
-    """A round whose answer is one call of the tool ``name``."""
-    start = {
-        "type": "message_start",
-        "message": {
-            "id": "msg_up_tool",
-            "type": "message",
-            "role": "assistant",
-            "model": "claude-test",
-            "content": [],
-            "stop_reason": None,
-            "usage": {"input_tokens": 20, "output_tokens": 1},
-        },
-    }
-    block = {"type": "tool_use", "id": "toolu_1", "name": name, "input": {}}
-    partial = {"type": "input_json_delta", "partial_json": orjson.dumps(arguments).decode()}
+    """A streamed assistant turn that says a word, then calls tool ``name``, its input in two deltas."""
+    partial = orjson.dumps(arguments).decode()
+    half = len(partial) // 2
     frames = [
-        ("message_start", start),
-        ("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}),
-        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": partial}),
-        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
-        (
-            "message_delta",
-            {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}},
+        {
+            "type": "message_start",
+            "message": {
+                "id": "msg_up_tool",
+                "type": "message",
+                "role": "assistant",
+                "model": "claude-test",
+                "content": [],
+                "stop_reason": None,
+                "usage": {"input_tokens": 20, "output_tokens": 1},
+            },
+        },
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Looking."}},
+        {"type": "content_block_stop", "index": 0},
+        {
+            "type": "content_block_start",
+            "index": 1,
+            "content_block": {"type": "tool_use", "id": "toolu_up_1", "name": name, "input": {}},
+        },
+        *(
+            {
+                "type": "content_block_delta",
+                "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": piece},
+            }
+            for piece in (partial[:half], partial[half:])
         ),
-        ("message_stop", {"type": "message_stop"}),
+        {"type": "content_block_stop", "index": 1},
+        {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}},
+        {"type": "message_stop"},
     ]
-    return b"".join(b"event: %s\ndata: %s\n\n" % (name.encode(), orjson.dumps(data)) for name, data in frames)
+    return as_sse(frames)
+
+
+def as_sse(frames: list[dict]) -> bytes:
+    """Anthropic's SSE: each frame an event named by its type."""
+    return b"".join(
+        b"event: %s\ndata: %s\n\n" % (frame["type"].encode(), orjson.dumps(frame)) for frame in frames
+    )

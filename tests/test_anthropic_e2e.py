@@ -19,6 +19,11 @@ def client(gateway) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=f"{gateway.url}/anthropic", api_key="unused", max_retries=0)
 
 
+def stream_hi(gateway, model: str) -> httpx2.Response:
+    body = {"model": model, "max_tokens": 8, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    return httpx2.post(f"{gateway.url}/anthropic/v1/messages", json=body, timeout=30)
+
+
 def test_sdk_stream_and_create_through_the_gateway(gateway, upstream):
     streamed = message_events("Hello from the stream", input_tokens=12, output_tokens=7)
     blocking = {
@@ -77,16 +82,7 @@ def test_an_error_event_mid_stream_ends_the_stream_with_it(gateway, upstream):
         b'event: error\ndata: {"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}\n\n'
     )
     model, _ = upstream.scenario(sse_reply(cut + error))
-    response = httpx2.post(
-        f"{gateway.url}/anthropic/v1/messages",
-        json={
-            "model": model,
-            "max_tokens": 8,
-            "stream": True,
-            "messages": [{"role": "user", "content": "hi"}],
-        },
-        timeout=30,
-    )
+    response = stream_hi(gateway, model)
     assert response.status_code == 200
     seen = events(response.content)
     assert seen[-1] == ("error", orjson.loads(error.split(b"data: ")[1]))
@@ -96,16 +92,7 @@ def test_an_error_event_mid_stream_ends_the_stream_with_it(gateway, upstream):
 def test_a_cut_stream_ends_with_an_anthropic_error_event(gateway, upstream):
     cut = message_events("partial").split(b"event: message_stop")[0]
     model, _ = upstream.scenario(sse_reply(cut))
-    response = httpx2.post(
-        f"{gateway.url}/anthropic/v1/messages",
-        json={
-            "model": model,
-            "max_tokens": 8,
-            "stream": True,
-            "messages": [{"role": "user", "content": "hi"}],
-        },
-        timeout=30,
-    )
+    response = stream_hi(gateway, model)
     name, body = events(response.content)[-1]
     assert name == "error"
     assert body["type"] == "error" and body["error"]["type"] == "api_error"
@@ -206,17 +193,16 @@ def test_the_sdk_stream_outlives_a_12_second_tool_call_and_sums_the_usage(tool_g
     ) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
-    assert text == "Done waiting"
-    assert [block.type for block in final.content] == ["text"]
+    assert text == "Looking.Done waiting"  # the tool round's preamble, then the answer
+    assert [block.type for block in final.content] == ["text", "text"]
     assert (final.usage.input_tokens, final.usage.output_tokens) == (20 + 30, 9 + 6)
     (result,) = scenario.received[1].body["messages"][-1]["content"]
-    assert result["tool_use_id"] == "toolu_1" and not result.get("is_error")
+    assert result["tool_use_id"] == "toolu_up_1" and not result.get("is_error")
 
 
 def test_an_anthropic_stream_resumes_after_any_event_with_its_event_lines(gateway, upstream):
     model, _ = upstream.scenario(sse_reply(message_events("resumable")))
-    body = {"model": model, "max_tokens": 8, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    first = httpx2.post(f"{gateway.url}/anthropic/v1/messages", json=body, timeout=30)
+    first = stream_hi(gateway, model)
     interception = first.headers["x-aibridge-interception-id"]
     ids = [line[4:].decode() for line in first.content.split(b"\n") if line.startswith(b"id: ")]
     resumed = httpx2.get(

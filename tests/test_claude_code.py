@@ -15,7 +15,7 @@ import httpx2
 import orjson
 import pytest
 
-from tests.test_anthropic_e2e import message_events, sse_reply
+from tests.anthropic_upstream import message_events, sse_reply, tool_use_events
 
 INJECTED = "bmcp_coder_coder_list_workspaces"
 ANSWER = "Your workspaces are dev and ci."
@@ -40,48 +40,6 @@ def find_claude() -> tuple[str | None, str]:
 
 CLAUDE, MISSING = find_claude()
 pytestmark = pytest.mark.skipif(CLAUDE is None, reason=MISSING)
-
-
-def tool_use_events(name: str, arguments: dict) -> bytes:
-    """A streamed assistant turn that says a word, then calls tool ``name``, its input in two deltas."""
-    partial = orjson.dumps(arguments).decode()
-    half = len(partial) // 2
-    frames = [
-        {
-            "type": "message_start",
-            "message": {
-                "id": "msg_up_tool",
-                "type": "message",
-                "role": "assistant",
-                "model": "claude-test",
-                "content": [],
-                "stop_reason": None,
-                "usage": {"input_tokens": 20, "output_tokens": 1},
-            },
-        },
-        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Looking."}},
-        {"type": "content_block_stop", "index": 0},
-        {
-            "type": "content_block_start",
-            "index": 1,
-            "content_block": {"type": "tool_use", "id": "toolu_up_1", "name": name, "input": {}},
-        },
-        *(
-            {
-                "type": "content_block_delta",
-                "index": 1,
-                "delta": {"type": "input_json_delta", "partial_json": piece},
-            }
-            for piece in (partial[:half], partial[half:])
-        ),
-        {"type": "content_block_stop", "index": 1},
-        {"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}},
-        {"type": "message_stop"},
-    ]
-    return b"".join(
-        b"event: %s\ndata: %s\n\n" % (frame["type"].encode(), orjson.dumps(frame)) for frame in frames
-    )
 
 
 def run_claude(
