@@ -41,15 +41,21 @@ def _reencode(parsed: dict[str, Any], replacements: dict[str, Any]) -> bytes:
     return orjson.dumps({**parsed, **replacements})
 
 
+def json_object(data: bytes, what: str) -> dict[str, Any]:
+    """``data`` as a JSON object; UpstreamFailure (502) saying the upstream sent a malformed ``what`` if not."""
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        raise UpstreamFailure(502, normalize_error_body(data, f"the upstream sent a malformed {what}"))
+    return parsed
+
+
 def parse_chunk(data: bytes) -> dict[str, Any]:
     """The chunk as an object; raises UpstreamFailure with what to tell the client for a malformed chunk
     (502) or an error the upstream sent in place of one (500)."""
-    try:
-        chunk = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        chunk = None
-    if not isinstance(chunk, dict):
-        raise UpstreamFailure(502, normalize_error_body(data, "the upstream sent a malformed chunk"))
+    chunk = json_object(data, "chunk")
     if "error" in chunk:
         raise UpstreamFailure(500, normalize_error_body(data, "the upstream reported an error"))
     return chunk

@@ -9,7 +9,6 @@ from typing import Any
 
 import orjson
 
-from shared.errors import normalize_error_body
 from shared.families import Family
 from shared.job import InterceptionJob
 from shared.mcp.tools import McpTool
@@ -17,7 +16,13 @@ from shared.sse import data_field
 from shared.token_counts import TokenCounts
 from shared.upstream import UpstreamFailure
 from worker.codec import Round, SseEvent, ToolCall, ToolResult
-from worker.families.chat_chunks import parse_chunk, replace_id, replace_id_and_usage, token_counts
+from worker.families.chat_chunks import (
+    json_object,
+    parse_chunk,
+    replace_id,
+    replace_id_and_usage,
+    token_counts,
+)
 from worker.families.chat_message import AssistantMessage
 from worker.usage import add_usage
 
@@ -80,12 +85,7 @@ class ChatRound:
         return [data_field(self._codec.rewrite(data, chunk))]
 
     def take_body(self, body: bytes) -> None:
-        try:
-            completion = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            completion = None
-        if not isinstance(completion, dict):
-            raise UpstreamFailure(502, normalize_error_body(body, "the upstream sent a malformed completion"))
+        completion = json_object(body, "completion")
         self.completion, self.raw, self._blocking = completion, body, True
         self.message.add_completion(completion)
         if self.message.usage is not None:
