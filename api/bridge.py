@@ -109,6 +109,7 @@ def add_bridged_route(
         interception_id = str(uuid.uuid4())
         attributes = {
             "interception_id": interception_id,
+            "family": str(family),
             "provider": provider,
             "model": body["model"],
             "streaming": body.get("stream") is True,

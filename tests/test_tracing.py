@@ -44,7 +44,7 @@ def test_one_trace_spans_the_api_and_the_worker(make_gateway, upstream, mcp_http
         assert all(s.parent_span_id == request.span_id for s in [*upstream_calls, tool_call])
         assert {s.service for s in upstream_calls} == {"aibridge-worker"}
         assert request.attributes["model"] == model and request.attributes["streaming"] is True
-        for span in [*upstream_calls, tool_call]:
+        for span in [request, *upstream_calls, tool_call]:
             assert (span.attributes["family"], span.attributes["provider"]) == ("openai_chat", "openai")
         assert tool_call.attributes["mcp.tool"] == "add"
         assert tool_call.attributes["mcp.server"] == mcp_http_url
