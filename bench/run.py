@@ -165,6 +165,7 @@ async def measure(
 
 async def run(plan: Plan, families: list[str], runs: list[str], litellm_python: str | None) -> dict[str, Any]:
     began = time.monotonic()
+    host = machine()  # its load average: before the run
     logdir = Path(tempfile.mkdtemp(prefix="aibridge-bench-run-"))
     processes = Processes(logdir)
     loadgen: LoadGen | None = None
@@ -238,7 +239,7 @@ async def run(plan: Plan, families: list[str], runs: list[str], litellm_python: 
         "runs": runs,
         "skipped": skipped,
         "notes": notes,
-        "machine": machine(),
+        "machine": host,
         "commit": git_commit(),
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(time.time() - (time.monotonic() - began))),
         "elapsed": time.monotonic() - began,
