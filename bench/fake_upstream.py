@@ -1,4 +1,5 @@
-"""A standalone fake OpenAI upstream for benchmarks: a real HTTP/1.1 server, run as its own process.
+"""A standalone fake OpenAI and Anthropic upstream for benchmarks: a real HTTP/1.1 server, run as its own
+process.
 
     python -m bench.fake_upstream --port 9000 --ttft 0.05 --delay 0.01 --chunks 100
 
@@ -7,6 +8,11 @@ events, the first after ``ttft`` seconds and the others ``delay`` seconds apart 
 delays do not drift), then a usage chunk and ``data: [DONE]`` together with the last one. Without
 ``"stream": true`` it answers one chat.completion after ``ttft``. ``GET /v1/models`` lists one model;
 ``GET /bench/stats`` counts the streams and the tool-call answers served so far.
+
+``POST /v1/messages`` (Anthropic Messages) with ``"stream": true`` answers on the same schedule with
+``message_start``, ``content_block_start`` (a text block) and ``ping`` before the first of ``chunks``
+``content_block_delta`` text deltas, then ``content_block_stop``, ``message_delta`` (stop reason, usage) and
+``message_stop`` together with the last one; without it, one message after ``ttft``.
 
 A request may override the timing with the bench-only body fields ``bench_ttft``, ``bench_delay`` and
 ``bench_chunks`` (the gateway passes unknown fields through unchanged).
@@ -37,6 +43,7 @@ from typing import Any, cast
 import orjson
 
 CHUNK_ID = "chatcmpl-bench"
+MESSAGE_ID = "msg_bench"
 MODEL = "bench-model"
 CREATED = 1753357673
 CHUNK_TEXT = "tok "
@@ -45,6 +52,8 @@ TOOL_PREFIX = "bmcp_"
 TOOL_ARGUMENTS = '{"text": "bench"}'
 SLOT = 0.001  # seconds: writes due in the same slot go out from one timer callback (libuv's timer resolution)
 MAX_REQUEST = 1 << 22
+CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
+MESSAGES_PATHS = ("/v1/messages",)
 
 SSE_HEAD = (
     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
@@ -144,6 +153,68 @@ def completion_response(chunks: int) -> bytes:
     return json_response(200, body)
 
 
+def _message(content: list[dict[str, Any]], stop_reason: str | None, output_tokens: int) -> dict[str, Any]:
+    return {
+        "id": MESSAGE_ID,
+        "type": "message",
+        "role": "assistant",
+        "model": MODEL,
+        "content": content,
+        "stop_reason": stop_reason,
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": PROMPT_TOKENS,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+            "output_tokens": output_tokens,
+        },
+    }
+
+
+def _named_event(body: dict[str, Any]) -> bytes:
+    return b"event: " + body["type"].encode() + b"\n" + _event(body)
+
+
+@functools.lru_cache(maxsize=64)
+def messages_stream_writes(chunks: int) -> tuple[bytes, ...]:
+    """The writes of one streamed Anthropic message of ``chunks`` text deltas: one framed write per delta,
+    the first also carrying the message's and the block's start and a ping, the last the block's and the
+    message's end (and the end of the chunked body)."""
+    delta = _named_event(
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": CHUNK_TEXT}}
+    )
+    events = [delta] * chunks
+    events[0] = (
+        _named_event({"type": "message_start", "message": _message([], None, 1)})
+        + _named_event(
+            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
+        )
+        + _named_event({"type": "ping"})
+        + delta
+    )
+    events[-1] += (
+        _named_event({"type": "content_block_stop", "index": 0})
+        + _named_event(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": chunks},
+            }
+        )
+        + _named_event({"type": "message_stop"})
+    )
+    writes = [_framed(event) for event in events]
+    writes[-1] += LAST_CHUNK
+    return tuple(writes)
+
+
+@functools.lru_cache(maxsize=64)
+def message_response(chunks: int) -> bytes:
+    return json_response(
+        200, orjson.dumps(_message([{"type": "text", "text": CHUNK_TEXT * chunks}], "end_turn", chunks))
+    )
+
+
 def json_response(status: int, body: bytes) -> bytes:
     reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 411: "Length Required"}[status]
     head = (
@@ -235,7 +306,7 @@ class Scheduler:
 class UpstreamConnection(asyncio.Protocol):
     """One client connection: HTTP/1.1 requests with a Content-Length body, kept alive between them."""
 
-    def __init__(self, fake: FakeOpenAI) -> None:
+    def __init__(self, fake: FakeUpstream) -> None:
         self.fake = fake
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
@@ -278,10 +349,13 @@ class UpstreamConnection(asyncio.Protocol):
         if len(self.buffer) < end + 4 + size:
             return  # the body is still coming
         body, self.buffer = self.buffer[end + 4 : end + 4 + size], self.buffer[end + 4 + size :]
-        if path.split("?")[0] not in ("/v1/chat/completions", "/chat/completions"):
+        route = path.split("?")[0]
+        if route in CHAT_PATHS:
+            self.fake.chat(self, body)
+        elif route in MESSAGES_PATHS:
+            self.fake.messages(self, body)
+        else:
             self.reply(error_response(404, f"no route {path}"))
-            return
-        self.fake.chat(self, body)
 
     def _get(self, path: str) -> None:
         if path.startswith("/bench/stats"):
@@ -315,29 +389,42 @@ class UpstreamConnection(asyncio.Protocol):
         scheduler.add(Stream(self, writes, scheduler.loop.time(), ttft, delay))
 
 
-class FakeOpenAI:
+class FakeUpstream:
     def __init__(self, ttft: float, delay: float, chunks: int) -> None:
         self.ttft = ttft
         self.delay = delay
         self.chunks = chunks
         self.scheduler = Scheduler(asyncio.get_running_loop())
-        stream_writes(chunks)  # encode the default answer before the first request
-        completion_response(chunks)
+        for encode in (stream_writes, completion_response, messages_stream_writes, message_response):
+            encode(chunks)  # the default answers, before the first request
 
-    def chat(self, connection: UpstreamConnection, raw: bytes) -> None:
+    def _timing(
+        self, connection: UpstreamConnection, raw: bytes
+    ) -> tuple[dict[str, Any], float, float, int] | None:
+        """The request's body and its timing (ttft, delay, chunks), or None after answering a 400."""
         try:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError:
             body = None
         if not isinstance(body, dict):
             connection.reply(error_response(400, "invalid JSON"))
-            return
+            return None
         ttft = max(0.0, _number(body, "bench_ttft", self.ttft))
         delay = max(0.0, _number(body, "bench_delay", self.delay))
         chunks = max(1, min(100_000, int(_number(body, "bench_chunks", self.chunks))))
+        return body, ttft, delay, chunks
+
+    def _answer_later(self, connection: UpstreamConnection, ttft: float, response: bytes) -> None:
+        connection.busy = True
+        self.scheduler.loop.call_later(ttft, connection.reply, response)
+
+    def chat(self, connection: UpstreamConnection, raw: bytes) -> None:
+        request = self._timing(connection, raw)
+        if request is None:
+            return
+        body, ttft, delay, chunks = request
         if body.get("stream") is not True:
-            connection.busy = True
-            self.scheduler.loop.call_later(ttft, connection.reply, completion_response(chunks))
+            self._answer_later(connection, ttft, completion_response(chunks))
             return
         self.scheduler.streams += 1
         tool = offered_tool(body)
@@ -347,9 +434,20 @@ class FakeOpenAI:
         else:
             connection.start(stream_writes(chunks), ttft, delay)
 
+    def messages(self, connection: UpstreamConnection, raw: bytes) -> None:
+        request = self._timing(connection, raw)
+        if request is None:
+            return
+        body, ttft, delay, chunks = request
+        if body.get("stream") is not True:
+            self._answer_later(connection, ttft, message_response(chunks))
+            return
+        self.scheduler.streams += 1
+        connection.start(messages_stream_writes(chunks), ttft, delay)
+
 
 async def serve(host: str, port: int, ttft: float, delay: float, chunks: int) -> None:
-    fake = FakeOpenAI(ttft, delay, chunks)
+    fake = FakeUpstream(ttft, delay, chunks)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(
         lambda: UpstreamConnection(fake), host, port, backlog=4096, reuse_address=True

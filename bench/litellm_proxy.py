@@ -2,9 +2,9 @@
 
 The proxy runs from a virtualenv of its own (``.bench/litellm-venv``, created with ``pip install
 'litellm[proxy]'`` when missing, or ``--litellm-python``), as one process (``--num_workers 1``: uvicorn in
-the same process), with one model routed to the fake upstream, no database, no callbacks, no master key (no auth) and its logging
-off (``LITELLM_LOG=ERROR``, which also silences uvicorn's access log; ``set_verbose`` and message logging
-off; the model cost map read from the package instead of fetched).
+the same process), with one model per API family routed to the fake upstream, no database, no callbacks,
+no master key (no auth) and its logging off (``LITELLM_LOG=ERROR``, which also silences uvicorn's access
+log; ``set_verbose`` and message logging off; the model cost map read from the package instead of fetched).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from bench.processes import HOST, ROOT, log
 
 VENV = ROOT / ".bench" / "litellm-venv"
 MODEL = "bench-model"
+ANTHROPIC_MODEL = "bench-claude"
 INSTALL_TIMEOUT = 900.0
 
 CONFIG = """\
@@ -27,6 +28,11 @@ model_list:
       model: openai/{model}
       api_base: {api_base}
       api_key: sk-bench
+  - model_name: {anthropic_model}
+    litellm_params:
+      model: anthropic/{anthropic_model}
+      api_base: {anthropic_api_base}
+      api_key: sk-ant-bench
 litellm_settings:
   set_verbose: false
   turn_off_message_logging: true
@@ -77,9 +83,14 @@ def version(python: str) -> str:
     return done.stdout.strip()
 
 
-def write_config(directory: Path, upstream_url: str) -> Path:
+def write_config(directory: Path, upstream_url: str, anthropic_url: str) -> Path:
+    """The proxy's config: ``MODEL`` routed to ``upstream_url`` as an OpenAI provider, ``ANTHROPIC_MODEL`` to
+    ``anthropic_url`` as an Anthropic one (its ``/v1/messages``)."""
     path = directory / "litellm.yaml"
-    path.write_text(CONFIG.format(model=MODEL, api_base=upstream_url))
+    config = CONFIG.format(
+        model=MODEL, api_base=upstream_url, anthropic_model=ANTHROPIC_MODEL, anthropic_api_base=anthropic_url
+    )
+    path.write_text(config)
     return path
 
 

@@ -1,12 +1,15 @@
-"""The load generator of ``bench.run``: closed-loop clients holding streamed chat completions open, in a
-process of its own (``python -m bench.loadgen``, driven over a pipe: see ``bench.pipe`` and ``LoadGen``).
+"""The load generator of ``bench.run``: closed-loop clients holding streamed chat completions or Anthropic
+messages open, in a process of its own (``python -m bench.loadgen``, driven over a pipe: see ``bench.pipe``
+and ``LoadGen``).
 
 Built to hold a thousand streams of a hundred chunks a second each from one process: a bare
 ``asyncio.Protocol`` per connection on uvloop, speaking just enough HTTP/1.1. A response's head is parsed
-(status, ``Transfer-Encoding``, ``Connection``); its body is not decoded: each read counts the ``data:``
-events it holds (a few bytes of the previous read kept, so that one split across two reads is counted once)
-and timestamps them all at the read. The stream is complete at the read that holds ``[DONE]``; with a
-chunked body the connection is kept alive for the client's next stream once the last chunk has arrived.
+(status, ``Transfer-Encoding``, ``Connection``); its body is not decoded: each read counts the chunks it
+holds (a few bytes of the previous read kept, so that one split across two reads is counted once) and
+timestamps them all at the read. A chunk is what ``Wire`` says per API family: chat completions' ``data:``
+events (``[DONE]`` not counted), Anthropic's ``content_block_delta`` events. The stream is complete at the
+read that holds the family's end (``[DONE]``; ``message_stop``); with a chunked body the connection is kept
+alive for the client's next stream once the last chunk has arrived.
 """
 
 from __future__ import annotations
@@ -25,11 +28,39 @@ import orjson
 from bench.pipe import PipedProcess, answer, commands
 
 GAP_BUCKET = 0.00005  # seconds: inter-chunk gaps are counted in buckets this wide
-EVENT = b"data:"
-DONE = b"[DONE]"
 LAST_CHUNK = b"0\r\n\r\n"
 CONNECT_TIMEOUT = 10.0
 ERROR_PAUSE = 0.05  # a client whose stream failed waits this long before its next one
+
+
+@dataclass(frozen=True)
+class Wire:
+    """What a family's stream looks like to the client: its route's request headers, the marker of one
+    chunk, the marker of the stream's end (``done_is_chunk``: the end's own event also holds the chunk
+    marker) and the marker of an error event."""
+
+    headers: str
+    chunk: bytes
+    done: bytes
+    done_is_chunk: bool
+    error: bytes
+
+    @property
+    def keep(self) -> int:
+        """Bytes of the previous read kept: enough for any marker split across two reads."""
+        return max(len(self.chunk), len(self.done), len(self.error)) - 1
+
+
+WIRES = {
+    "chat": Wire("Authorization: Bearer bench\r\n", b"data:", b"[DONE]", True, b'{"error"'),
+    "anthropic": Wire(
+        "x-api-key: bench\r\nanthropic-version: 2023-06-01\r\n",
+        b"event: content_block_delta",
+        b"event: message_stop",
+        False,
+        b"event: error",
+    ),
+}
 
 
 @dataclass
@@ -40,6 +71,7 @@ class Stream:
     measured: bool
     counters: Counters
     done: asyncio.Future[None]
+    wire: Wire
     head: bytes = b""
     body_started: bool = False
     chunked: bool = False
@@ -70,7 +102,7 @@ class Stream:
             if not data:
                 return False
         window = self.tail + data
-        self.tail = window[-8:]
+        self.tail = window[-self.wire.keep :]
         if self.completion is None:
             self._count(window, data, now)
         if self.completion is not None:  # after [DONE]: the end of the chunked body
@@ -81,13 +113,14 @@ class Stream:
         return False
 
     def _count(self, window: bytes, data: bytes, now: float) -> None:
-        # ``window`` starts with 8 bytes of the previous read: of those, only the last 4 can start a
-        # "data:" not already counted (one split across the reads), so the first 4 are left out of the count
-        events = window.count(EVENT, max(0, len(window) - len(data) - 4))
-        done = DONE in window
-        if done:
+        # ``window`` starts with the end of the previous read: of those bytes, only the last len(marker) - 1
+        # can start a marker not already counted (one split across the reads)
+        wire = self.wire
+        events = window.count(wire.chunk, max(0, len(window) - len(data) - (len(wire.chunk) - 1)))
+        done = wire.done in window
+        if done and wire.done_is_chunk:
             events -= 1  # the [DONE] event is not a chunk
-        if b'{"error"' in data:
+        if wire.error in window:
             self.error = "error event"
         if events > 0:
             counters = self.counters
@@ -164,11 +197,11 @@ class Connection(asyncio.Protocol):
             self.close()
 
 
-def http_request(host: str, port: int, path: str, body: dict[str, Any]) -> bytes:
+def http_request(host: str, port: int, path: str, body: dict[str, Any], wire: Wire) -> bytes:
     payload = orjson.dumps(body)
     head = (
-        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-        f"Authorization: Bearer bench\r\nAccept: text/event-stream\r\nContent-Length: {len(payload)}\r\n\r\n"
+        f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n{wire.headers}"
+        f"Accept: text/event-stream\r\nContent-Length: {len(payload)}\r\n\r\n"
     )
     return head.encode() + payload
 
@@ -184,6 +217,7 @@ class Phase:
     host: str
     port: int
     path: str
+    family: str  # a key of WIRES
     body: dict[str, Any]
     min_events: int  # fewer chunks than this in a stream is an error
     offsets: list[float]
@@ -198,7 +232,8 @@ async def run_phase(phase: Phase) -> dict[str, Any]:
     phase, warm-up and the clients' last ones included), "gaps": {bucket: count} (measured streams),
     "window": {"chunks", "completed"}}``."""
     loop = asyncio.get_running_loop()
-    request = http_request(phase.host, phase.port, phase.path, phase.body)
+    wire = WIRES[phase.family]
+    request = http_request(phase.host, phase.port, phase.path, phase.body, wire)
     counters = Counters()
     measuring_from = phase.t0 + phase.warmup
     measuring_until = measuring_from + phase.seconds
@@ -220,7 +255,7 @@ async def run_phase(phase: Phase) -> dict[str, Any]:
             while time.monotonic() < measuring_until or in_flight:
                 start = time.monotonic()
                 measured = measuring_from <= start < measuring_until
-                stream = Stream(start, measured, counters, loop.create_future())
+                stream = Stream(start, measured, counters, loop.create_future(), wire)
                 in_flight += measured
                 try:
                     if connection is None or connection.transport is None:

@@ -1,10 +1,12 @@
-"""``bench.run``'s plot: added TTFT p50 and chunks/s against concurrency, one line per run."""
+"""``bench.run``'s plot: added TTFT p50 and chunks/s against concurrency, one line per run and API family."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 from typing import Any
+
+from bench.report import family_of
 
 
 def plot(document: dict[str, Any], path: Path) -> Path:
@@ -14,23 +16,27 @@ def plot(document: dict[str, Any], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     results = document["results"]
-    direct = {r["concurrency"]: r for r in results if r["run"] == "direct"}
+    families = document.get("families", ["chat"])
+    direct = {(family_of(r), r["concurrency"]): r for r in results if r["run"] == "direct"}
     figure, (latency, throughput) = plt.subplots(1, 2, figsize=(12, 4.8))
     lowest = 0.0
-    for run in document["runs"]:
-        mine = sorted((r for r in results if r["run"] == run), key=lambda r: r["concurrency"])
+    for family, run in ((family, run) for family in families for run in document["runs"]):
+        mine = sorted(
+            (r for r in results if r["run"] == run and family_of(r) == family), key=lambda r: r["concurrency"]
+        )
         if not mine:
             continue
+        label = run if len(families) == 1 else f"{run} ({family})"
         levels = [r["concurrency"] for r in mine]
         added = [
-            (r["ttft"]["p50"] - direct[r["concurrency"]]["ttft"]["p50"]) * 1000
-            if r["concurrency"] in direct
+            (r["ttft"]["p50"] - direct[(family, r["concurrency"])]["ttft"]["p50"]) * 1000
+            if (family, r["concurrency"]) in direct
             else math.nan
             for r in mine
         ]
-        latency.plot(levels, added, marker="o", label=run)
+        latency.plot(levels, added, marker="o", label=label)
         lowest = min(lowest, *(value for value in added if not math.isnan(value)))
-        throughput.plot(levels, [r["chunks_per_s"] for r in mine], marker="o", label=run)
+        throughput.plot(levels, [r["chunks_per_s"] for r in mine], marker="o", label=label)
     latency.set_xscale("log")
     latency.set_yscale("symlog", linthresh=10)
     latency.set_ylim(bottom=lowest * 1.2)

@@ -12,7 +12,7 @@ from typing import Any
 
 from bench.loadgen import GAP_BUCKET
 from bench.stats import histogram_percentile, ms, percentile
-from bench.targets import DESCRIPTIONS, Target
+from bench.targets import DESCRIPTIONS, FAMILY_TITLES, Target
 
 TARGET_TTFT_P50 = 0.010  # added, at concurrency 100
 TARGET_TTFT_CONCURRENCY = 100
@@ -61,6 +61,7 @@ def summarize(
     nominal = target.nominal_seconds
     return {
         "run": target.run,
+        "family": target.family,
         "concurrency": concurrency,
         "seconds": seconds,
         "nominal_seconds": nominal,
@@ -150,11 +151,15 @@ def _verdict(ok: bool | None) -> str:
     return "n/a" if ok is None else ("met" if ok else "**not met**")
 
 
+def family_of(result: dict[str, Any]) -> str:
+    return result.get("family", "chat")  # results written before there were families
+
+
 def tables(document: dict[str, Any]) -> str:
-    plan, found = document["plan"], _index(document)
-    concurrencies = sorted({result["concurrency"] for result in document["results"]})
+    """The run's markdown: a header, then the tables of each API family."""
+    plan = document["plan"]
+    families = document.get("families", ["chat"])
     runs = [run for run in document["runs"] if any(r["run"] == run for r in document["results"])]
-    rows = [(c, run) for c in concurrencies for run in runs if (run, c) in found]
     stream_ms = (plan["ttft"] + (plan["chunks"] - 1) * plan["delay"]) * 1000
     m = document["machine"]
     lines = [
@@ -164,24 +169,47 @@ def tables(document: dict[str, Any]) -> str:
         f"Python {m['python']}; load average before the run {m['load_average'][0]:.2f}.",
         "",
         f"Fake upstream: first chunk after {plan['ttft'] * 1000:.0f} ms, then {plan['chunks'] - 1} more "
-        f"{plan['delay'] * 1000:.0f} ms apart ({plan['chunks']} content chunks, a usage chunk, `[DONE]`): "
-        f"{stream_ms:.0f} ms per stream (nominal). Each phase: N closed-loop clients, first starts spread over "
+        f"{plan['delay'] * 1000:.0f} ms apart: {stream_ms:.0f} ms per stream (nominal). Chat completions: "
+        f"{plan['chunks']} content chunks, a usage chunk and `[DONE]` with the last; a chunk is a `data:` event. "
+        f"Anthropic Messages: {plan['chunks']} `content_block_delta` text deltas on the same schedule, "
+        "`message_start`, `content_block_start` and `ping` with the first, `content_block_stop`, `message_delta` "
+        "(usage) and `message_stop` with the last; a chunk is a `content_block_delta` event, the end "
+        "`message_stop`. Each phase: N closed-loop clients, first starts spread over "
         f"one stream, {plan['seconds']:g} s measured after that warm-up. Times in ms; p99 is nearest-rank. "
-        "*Added*: the run's percentile minus the direct run's at the same concurrency, in this run. "
-        "aibridge-mcp's streams include one extra upstream round (a tool call, "
+        "*Added*: the run's percentile minus the direct run's of the same family at the same concurrency, in "
+        "this run. aibridge-mcp's streams include one extra upstream round (a tool call, "
         f"{(plan['ttft'] + 2 * plan['delay']) * 1000:.0f} ms nominal) and the MCP call before the answer: "
         "its nominal duration includes the round, and its TTFT is the time to the first `data:` event the "
         "client gets, which is the tool round's usage chunk (relayed by the worker), not the answer's.",
         "",
-        "Runs: " + "; ".join(f"**{run}**: {DESCRIPTIONS[run]}" for run in runs) + ".",
+        "Families: "
+        + ", ".join(FAMILY_TITLES[family] for family in families)
+        + ". Runs: "
+        + "; ".join(f"**{run}**: {DESCRIPTIONS[run]}" for run in runs)
+        + ".",
     ]
     for run, reason in document["skipped"].items():
         lines.append(f"Skipped **{run}**: {reason}.")
     if version := document["notes"].get("litellm_version"):
         lines.append(f"LiteLLM {version}.")
+    for family in families:
+        mine = {**document, "results": [r for r in document["results"] if family_of(r) == family]}
+        if mine["results"]:
+            lines += family_lines(mine, FAMILY_TITLES[family])
+    return "\n".join(lines) + "\n"
+
+
+def family_lines(document: dict[str, Any], title: str) -> list[str]:
+    """The tables of one family's results (``document["results"]``: that family's only)."""
+    plan, found = document["plan"], _index(document)
+    concurrencies = sorted({result["concurrency"] for result in document["results"]})
+    runs = [run for run in document["runs"] if any(r["run"] == run for r in document["results"])]
+    rows = [(c, run) for c in concurrencies for run in runs if (run, c) in found]
+    m = document["machine"]
+    lines: list[str] = []
     lines += [
         "",
-        "#### Latency",
+        f"#### Latency: {title}",
         "",
         "Streams, errors: the measured ones (started in the window), and in brackets all the phase's streams "
         "(warm-up and the clients' last streams after the window included; a stream not done after "
@@ -215,9 +243,10 @@ def tables(document: dict[str, Any]) -> str:
     present = [role for role in CPU_ROLES if any(role in r["cpu_seconds"] for r in document["results"])]
     lines += [
         "",
-        "#### Throughput and CPU",
+        f"#### Throughput and CPU: {title}",
         "",
-        "Completed streams and chunks (data events, `[DONE]` not counted) received by the clients inside the "
+        "Completed streams and chunks (as defined above: chat `data:` events without `[DONE]`; Anthropic "
+        "`content_block_delta` events) received by the clients inside the "
         "measured window, per second. CPU: seconds of CPU (user + system, /proc, 10 ms ticks) each process "
         "used over the window per 1,000 chunks received in it (`—`: not part of the run; the load generator "
         "and the fake upstream are the harness, Redis is shared with other users of the machine). CPUs busy: "
@@ -238,7 +267,7 @@ def tables(document: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "#### Memory",
+        f"#### Memory: {title}",
         "",
         "Resident memory (VmRSS, MiB): the gateway's processes together (aibridge: API + worker(s); "
         "LiteLLM: its process), summed at each sample, at the run's start (before its first phase), just "
@@ -264,16 +293,16 @@ def tables(document: dict[str, Any]) -> str:
             f"| {_number(r['rss_per_stream_from_start_kib'], 1) if gateway else '—'} | {mib('api')} | {mib('workers')} "
             f"| {mib('litellm')} | {mib('mcp server')} | {mib('upstream')} | {mib('load generator')} |"
         )
-    lines += ["", *target_lines(document, found, concurrencies)]
-    return "\n".join(lines) + "\n"
+    lines += ["", *target_lines(found, concurrencies, title)]
+    return lines
 
 
 def target_lines(
-    document: dict[str, Any], found: dict[tuple[str, int], dict[str, Any]], concurrencies: list[int]
+    found: dict[tuple[str, int], dict[str, Any]], concurrencies: list[int], title: str
 ) -> list[str]:
     top = max(concurrencies)
     lines = [
-        "#### Targets",
+        f"#### Targets: {title}",
         "",
         "| target | run | N | figure | |",
         "|---|---|---:|---|---|",

@@ -1,13 +1,14 @@
 """Gateway benchmark: aibridge against the upstream called directly and against LiteLLM's proxy, at rising
 concurrency.
 
-    python -m bench.run [--quick] [--concurrency 1,10,100,500,1000]
+    python -m bench.run [--quick] [--family chat|anthropic|both] [--concurrency 1,10,100,500,1000]
                         [--runs direct,aibridge,aibridge-2w,litellm,aibridge-mcp] [--seconds S] [--out DIR]
                         [--litellm-python PATH]
 
 Starts the fake upstream (``bench.fake_upstream``: 50 ms to the first chunk, then 100 chunks 10 ms apart)
-and the load generator (``bench.loadgen``, one process per 500 concurrent streams), then for each run (see
-``bench.targets``) its processes, and for each concurrency N one phase: N closed-loop clients (each starts
+and the load generator (``bench.loadgen``, one process per 500 concurrent streams), then for each API family
+(chat completions, Anthropic Messages, or both) and each run (see ``bench.targets``) its processes, and for
+each concurrency N one phase: N closed-loop clients (each starts
 its next stream when its previous one ended), their first starts spread evenly over one stream's duration;
 the streams started in that first duration are the warm-up, the ones started in the next ``--seconds`` are
 measured (followed to their end, the clients still running meanwhile), and the chunks and completed streams
@@ -50,7 +51,7 @@ from bench.processes import (
     wait_for_http,
 )
 from bench.report import machine, summarize, tables
-from bench.targets import RUNS, Deployments, Target, Upstream, chat_body
+from bench.targets import FAMILIES, RUNS, Deployments, Target, Upstream, request_body, unsupported
 from shared.local import free_port
 
 RSS_INTERVAL = 0.1
@@ -124,7 +125,8 @@ async def measure(
         host=HOST,
         port=target.port,
         path=target.path,
-        body=chat_body(),
+        family=target.family,
+        body=request_body(target.family),
         min_events=plan.chunks,
         offsets=[index * warmup / concurrency for index in range(concurrency)],
         t0=t0,
@@ -161,8 +163,9 @@ async def measure(
     )
 
 
-async def run(plan: Plan, runs: list[str], litellm_python: str | None) -> dict[str, Any]:
+async def run(plan: Plan, families: list[str], runs: list[str], litellm_python: str | None) -> dict[str, Any]:
     began = time.monotonic()
+    host = machine()  # its load average: before the run
     logdir = Path(tempfile.mkdtemp(prefix="aibridge-bench-run-"))
     processes = Processes(logdir)
     loadgen: LoadGen | None = None
@@ -194,12 +197,15 @@ async def run(plan: Plan, runs: list[str], litellm_python: str | None) -> dict[s
                 processes, upstream, redis.url, prefixes, max(plan.concurrency), litellm_python
             )
             log(f"fake upstream and {shard_count} load generator(s) ready (logs in {logdir})")
-            for name in runs:
+            for family, name in ((family, name) for family in families for name in runs):
+                reason = unsupported(name, family)
                 try:
-                    target = await deployments.start(name)
+                    if reason is not None:
+                        raise Unavailable(reason)
+                    target = await deployments.start(name, family)
                 except Unavailable as exc:
-                    skipped[name] = str(exc)
-                    log(f"{name}: skipped: {exc}")
+                    skipped[f"{name} ({family})"] = str(exc)
+                    log(f"{name} ({family}): skipped: {exc}")
                     continue
                 try:
                     notes.update(target.notes)
@@ -211,7 +217,7 @@ async def run(plan: Plan, runs: list[str], litellm_python: str | None) -> dict[s
                         summary = await measure(target, concurrency, plan, loadgen, common, gateway_start)
                         results.append(summary)
                         log(
-                            f"{name} at {concurrency}: {summary['streams']} streams measured, "
+                            f"{name} ({family}) at {concurrency}: {summary['streams']} streams measured, "
                             f"{summary['all_errors']} errors in all {summary['all_streams']}, "
                             f"TTFT p50 {summary['ttft']['p50'] * 1000:.1f} ms, "
                             f"{summary['chunks_per_s']:.0f} chunks/s"
@@ -229,10 +235,11 @@ async def run(plan: Plan, runs: list[str], litellm_python: str | None) -> dict[s
         shutil.rmtree(logdir, ignore_errors=True)
     return {
         "plan": plan.__dict__,
+        "families": families,
         "runs": runs,
         "skipped": skipped,
         "notes": notes,
-        "machine": machine(),
+        "machine": host,
         "commit": git_commit(),
         "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(time.time() - (time.monotonic() - began))),
         "elapsed": time.monotonic() - began,
@@ -263,6 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--concurrency", help="comma-separated concurrency levels (default 1,10,100,500,1000)"
     )
+    parser.add_argument(
+        "--family",
+        choices=(*FAMILIES, "both"),
+        default="both",
+        help="API family: chat completions, Anthropic Messages, or both one after the other (default both)",
+    )
     parser.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated, of {', '.join(RUNS)}")
     parser.add_argument("--seconds", type=float, help="measured seconds per phase (default 10; --quick 1)")
     parser.add_argument("--out", type=Path, help="where results go (default bench/results/<UTC time>/)")
@@ -283,8 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     raise_open_files_limit()
     import uvloop
 
+    families = list(FAMILIES) if args.family == "both" else [args.family]
     try:
-        document = uvloop.run(run(plan, runs, args.litellm_python))
+        document = uvloop.run(run(plan, families, runs, args.litellm_python))
     except asyncio.CancelledError:
         log("stopped before the end (SIGTERM)")
         return 1

@@ -1,6 +1,7 @@
 """What ``bench.run`` sends its streams to: the fake upstream directly, aibridge (one API and one or two
-workers, optionally with an MCP tool injected), or LiteLLM's proxy. Each target starts its processes, knows
-their ids (for CPU time and memory) and stops them."""
+workers, optionally with an MCP tool injected), or LiteLLM's proxy, for one API family (chat completions or
+Anthropic Messages). Each target starts its processes, knows their ids (for CPU time and memory) and stops
+them."""
 
 from __future__ import annotations
 
@@ -36,12 +37,22 @@ DESCRIPTIONS = {
     "litellm": "LiteLLM proxy, one process",
     "aibridge-mcp": "aibridge, one API and one worker, one MCP tool call per request (fast tool)",
 }
+FAMILIES = ("chat", "anthropic")
+FAMILY_TITLES = {"chat": "Chat completions", "anthropic": "Anthropic Messages"}
+# route per family: (direct and LiteLLM, aibridge)
+PATHS = {
+    "chat": ("/v1/chat/completions", "/openai/v1/chat/completions"),
+    "anthropic": ("/v1/messages", "/anthropic/v1/messages"),
+}
+ANTHROPIC_RUNS = ("direct", "aibridge", "aibridge-2w", "litellm")
+ANTHROPIC_MODEL = litellm_proxy.ANTHROPIC_MODEL
+HEADERS = {"anthropic-version": "2023-06-01"}  # what Anthropic clients send (the chat routes ignore it)
 TOOL_WAIT = 30.0
 WARM_UP_STREAMS = 3
 
 
 def chat_body(**extra: Any) -> dict[str, Any]:
-    """The request every stream sends (``extra``: the fake upstream's bench_* overrides)."""
+    """The request every chat stream sends (``extra``: the fake upstream's bench_* overrides)."""
     return {
         "model": "bench-model",
         "messages": [{"role": "user", "content": "Say something long."}],
@@ -51,11 +62,31 @@ def chat_body(**extra: Any) -> dict[str, Any]:
     }
 
 
-def short_body() -> dict[str, Any]:
+def anthropic_body(**extra: Any) -> dict[str, Any]:
+    """The request every Anthropic stream sends (``extra`` as ``chat_body``'s)."""
+    return {
+        "model": ANTHROPIC_MODEL,
+        "max_tokens": 1024,
+        "messages": [{"role": "user", "content": "Say something long."}],
+        "stream": True,
+        **extra,
+    }
+
+
+def request_body(family: str, **extra: Any) -> dict[str, Any]:
+    return (anthropic_body if family == "anthropic" else chat_body)(**extra)
+
+
+def short_body(family: str) -> dict[str, Any]:
     """A one-chunk answer, at once."""
-    return chat_body(
-        bench_ttft=0, bench_delay=0, bench_chunks=1
-    )  # for the worker to have listed the MCP server's tools
+    return request_body(family, bench_ttft=0, bench_delay=0, bench_chunks=1)
+
+
+def unsupported(run: str, family: str) -> str | None:
+    """Why ``run`` has no ``family`` variant (None if it has)."""
+    if family == "anthropic" and run not in ANTHROPIC_RUNS:
+        return "no Anthropic variant (the fake upstream has no Anthropic tool mode)"
+    return None
 
 
 @dataclass
@@ -70,6 +101,11 @@ class Upstream:
     @property
     def url(self) -> str:
         return f"http://{HOST}:{self.port}/v1"
+
+    @property
+    def anthropic_url(self) -> str:
+        """The base URL as Anthropic clients take it (they append /v1/messages)."""
+        return f"http://{HOST}:{self.port}"
 
     @property
     def stream_seconds(self) -> float:
@@ -88,6 +124,7 @@ class Target:
     ``mcp server``); ``gateway_roles``: those whose memory counts per concurrent stream."""
 
     run: str
+    family: str
     port: int
     path: str
     nominal_seconds: float  # a stream's duration without any gateway
@@ -117,30 +154,32 @@ class Deployments:
         self.litellm_python = litellm_python
         self.workdir = Path(tempfile.mkdtemp(prefix="runs-", dir=processes.logdir))
 
-    async def start(self, run: str) -> Target:
+    async def start(self, run: str, family: str) -> Target:
         if run == "direct":
-            return Target(run, self.upstream.port, "/v1/chat/completions", self.upstream.stream_seconds)
+            return Target(run, family, self.upstream.port, PATHS[family][0], self.upstream.stream_seconds)
         if run == "litellm":
-            return await self._litellm()
+            return await self._litellm(family)
         workers = 2 if run == "aibridge-2w" else 1
-        return await self._aibridge(run, workers, mcp=run == "aibridge-mcp")
+        return await self._aibridge(run, family, workers, mcp=run == "aibridge-mcp")
 
     def stop(self, target: Target) -> None:
         self.processes.stop(target.process_names)
 
-    async def _aibridge(self, run: str, workers: int, mcp: bool) -> Target:
+    async def _aibridge(self, run: str, family: str, workers: int, mcp: bool) -> Target:
         port = free_port()
-        prefix = f"bench-{run}-{time.strftime('%H%M%S')}:"
+        prefix = f"bench-{run}-{family}-{time.strftime('%H%M%S')}:"
         self.prefixes.append(prefix)
-        database = self.workdir / f"{run}.db"
+        database = self.workdir / f"{run}-{family}.db"
         extra = {
+            "AIBRIDGE_ANTHROPIC_BASE_URL": self.upstream.anthropic_url,
+            "AIBRIDGE_ANTHROPIC_API_KEY": "sk-ant-bench",
             "AIBRIDGE_DATABASE_URL": f"sqlite+aiosqlite:///{database}",
             "AIBRIDGE_WORKER_MAX_JOBS": str(self.max_concurrency + 100),
             "AIBRIDGE_MAX_QUEUE_DEPTH": "1000000",
             "AIBRIDGE_LOG_LEVEL": "warning",  # no line per request, as LiteLLM's run
             "AIBRIDGE_AUTH": "none",  # no client keys (allowed on loopback), as LiteLLM runs without a master key
         }
-        target = Target(run, port, "/openai/v1/chat/completions", self.upstream.stream_seconds)
+        target = Target(run, family, port, PATHS[family][1], self.upstream.stream_seconds)
         if mcp:
             mcp_port = free_port()
             name = f"{run}-mcp-server"
@@ -185,7 +224,7 @@ class Deployments:
         url = f"http://{HOST}:{target.port}{target.path}"
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
             for _ in range(WARM_UP_STREAMS):
-                async with http.post(url, json=short_body()) as response:
+                async with http.post(url, json=short_body(target.family), headers=HEADERS) as response:
                     text = await response.text()
                     if response.status != 200:
                         raise RuntimeError(
@@ -199,7 +238,7 @@ class Deployments:
 
         url = f"http://{HOST}:{target.port}{target.path}"
         stats_url = f"http://{HOST}:{self.upstream.port}/bench/stats"
-        body = short_body()
+        body = short_body(target.family)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
 
             async def tool_calls() -> int:
@@ -221,15 +260,15 @@ class Deployments:
                     )
                 await asyncio.sleep(0.2)
 
-    async def _litellm(self) -> Target:
+    async def _litellm(self, family: str) -> Target:
         python = await asyncio.to_thread(litellm_proxy.python_for, self.litellm_python)
         version = await asyncio.to_thread(litellm_proxy.version, python)
         port = free_port()
-        config = litellm_proxy.write_config(self.workdir, self.upstream.url)
+        config = litellm_proxy.write_config(self.workdir, self.upstream.url, self.upstream.anthropic_url)
         process = self.processes.spawn(
             "litellm", litellm_proxy.proxy_args(config, port), litellm_proxy.proxy_env(), python=python
         )
-        target = Target("litellm", port, "/v1/chat/completions", self.upstream.stream_seconds)
+        target = Target("litellm", family, port, PATHS[family][0], self.upstream.stream_seconds)
         target.process_names.append("litellm")
         target.roles["litellm"] = [process.pid]
         target.gateway_roles = ("litellm",)
