@@ -14,6 +14,7 @@ from shared.token_counts import TokenCounts
 from shared.upstream import UpstreamFailure
 from tests.anthropic_events import sse
 from tests.fixtures import RESPONSES_FIXTURES, needs_responses_fixtures, read_txtar
+from tests.responses_events import data_of, injected_name
 from worker.codec import SseEvent, ToolResult
 from worker.families.openai_responses import ResponsesCodec
 from worker.families.responses_wire import token_counts
@@ -62,14 +63,6 @@ def stream_rounds(codec, answers: list[list[SseEvent]]):
     return relayed, rounds, requests
 
 
-def data_of(lines: bytes) -> dict | None:
-    data = b"\n".join(line[6:] for line in lines.split(b"\n") if line.startswith(b"data: "))
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return None
-
-
 def client_view(relayed: list[bytes]) -> list[dict]:
     """The client's parsed events, checked: event line = type, sequence numbers one apart, one
     response.created, output indices contiguous from 0."""
@@ -103,15 +96,6 @@ def names(kind: str, *, tool_rounds: bool) -> list[str]:
         if any(key.endswith("/tool-call") for key in sections) == tool_rounds:
             found.append(path.stem)
     return found
-
-
-def injected_name(first_answer: bytes) -> str:
-    """The gateway tool a recorded first round (blocking or streamed) calls: the case's MCP tool."""
-    if first_answer.lstrip().startswith(b"{"):
-        items = orjson.loads(first_answer)["output"]
-    else:
-        items = [data.get("item") or {} for event in sse(first_answer) if (data := data_of(event.lines))]
-    return next(item["name"] for item in items if item.get("type") == "function_call")
 
 
 @needs_responses_fixtures
