@@ -18,6 +18,7 @@ from tests.responses_events import data_of, injected_name
 from worker.codec import SseEvent, ToolResult
 from worker.families.openai_responses import ResponsesCodec
 from worker.families.responses_wire import token_counts
+from worker.recording import request_prompt
 
 MCP_RESULT = {"content": [{"type": "text", "text": "template docker"}]}
 
@@ -315,3 +316,17 @@ def test_the_responses_family_speaks_openai_errors_and_its_own_error_event():
         "message": "cut",
         "param": None,
     }
+
+
+def test_the_recorded_prompt_is_the_responses_input_string_or_its_last_user_message():
+    assert request_prompt({"model": "m", "input": "tell me a joke"}) == "tell me a joke"
+    items = [
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "first"}]},
+        {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "ok"}]},
+        {
+            "role": "user",
+            "content": [{"type": "input_text", "text": "a"}, {"type": "input_text", "text": "b"}],
+        },
+    ]
+    assert request_prompt({"model": "m", "input": items}) == "a\nb"
+    assert request_prompt({"model": "m", "messages": [{"role": "user", "content": "hi"}]}) == "hi"
