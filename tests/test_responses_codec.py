@@ -14,7 +14,7 @@ from shared.token_counts import TokenCounts
 from shared.upstream import UpstreamFailure
 from tests.anthropic_events import sse
 from tests.fixtures import RESPONSES_FIXTURES, needs_responses_fixtures, read_txtar
-from tests.responses_events import data_of, injected_name
+from tests.responses_events import REASONING, TEXT, USAGE, call, data_of, injected_name, response_events
 from worker.codec import SseEvent, ToolResult
 from worker.families.openai_responses import ResponsesCodec
 from worker.families.responses_wire import token_counts
@@ -205,59 +205,6 @@ def test_a_recorded_error_event_fails_the_round_after_what_came_before(name):
 
 
 # --- by hand ------------------------------------------------------------------------------------------------
-
-
-def event(payload: dict) -> SseEvent:
-    data = orjson.dumps(payload)
-    return SseEvent(payload["type"], data, b"event: " + payload["type"].encode() + b"\ndata: " + data)
-
-
-def response_events(response_id: str, items: list[dict], start: int, usage: dict) -> list[SseEvent]:
-    opened = {"id": response_id, "object": "response", "status": "in_progress", "output": []}
-    frames = [
-        {"type": "response.created", "response": opened},
-        {"type": "response.in_progress", "response": opened},
-    ]
-    for index, item in enumerate(items):
-        frames.append({"type": "response.output_item.added", "output_index": index, "item": item})
-        if item["type"] == "function_call":
-            delta = {"type": "response.function_call_arguments.delta", "output_index": index, "delta": "{}"}
-            frames.append({**delta, "item_id": item["id"]})
-        frames.append({"type": "response.output_item.done", "output_index": index, "item": item})
-    done = {**opened, "status": "completed", "output": items, "usage": usage}
-    frames.append({"type": "response.completed", "response": done})
-    return [event({**frame, "sequence_number": start + n}) for n, frame in enumerate(frames)]
-
-
-USAGE = {
-    "input_tokens": 100,
-    "input_tokens_details": {"cached_tokens": 40},
-    "output_tokens": 10,
-    "output_tokens_details": {"reasoning_tokens": 4},
-    "total_tokens": 110,
-}
-TEXT = {
-    "id": "msg_1",
-    "type": "message",
-    "role": "assistant",
-    "content": [{"type": "output_text", "text": "ok"}],
-}
-REASONING = {
-    "id": "rs_1",
-    "type": "reasoning",
-    "summary": [{"type": "summary_text", "text": "think"}],
-    "encrypted_content": "enc",
-}
-
-
-def call(name: str, call_id: str = "call_1") -> dict:
-    return {
-        "id": "fc_" + call_id,
-        "type": "function_call",
-        "call_id": call_id,
-        "name": name,
-        "arguments": "{}",
-    }
 
 
 def test_a_tool_round_after_text_numbers_the_next_rounds_items_on_and_carries_reasoning():

@@ -10,10 +10,10 @@ import orjson
 import pytest
 
 from tests.anthropic_events import sse
-from tests.anthropic_upstream import events
+from tests.anthropic_upstream import events, sse_reply
 from tests.fake_upstream import RawReply
 from tests.fixtures import RESPONSES_FIXTURES, as_reply, needs_responses_fixtures, read_txtar
-from tests.responses_events import data_of, injected_name
+from tests.responses_events import TEXT, USAGE, as_sse, call, data_of, injected_name, response_events
 
 WORKSPACES = "bmcp_coder_coder_list_workspaces"  # what the "coder" MCP server of tool_gateway offers
 SSE = "text/event-stream"
@@ -215,3 +215,33 @@ def test_bad_responses_requests_get_an_openai_error_naming_the_field(gateway, bo
     response = post(gateway, body)
     assert response.status_code == status
     assert response.json()["error"]["param"] == param
+
+
+def test_the_sdk_streams_a_tool_loop_as_one_response_with_the_items_of_both_rounds(tool_gateway, upstream):
+    """The SDK's accumulator indexes output items by ``output_index``: the second round's must follow the
+    first round's items the client saw."""
+    first = response_events("resp_first", [TEXT, call(WORKSPACES)], 0, USAGE)
+    second = response_events("resp_second", [{**TEXT, "id": "msg_2"}], 0, USAGE)
+    model, scenario = upstream.scenario(sse_reply(as_sse(first)), sse_reply(as_sse(second)))
+    with client(tool_gateway).responses.stream(model=model, input="list them") as stream:
+        seen = list(stream)
+        final = stream.get_final_response()
+    assert [item.id for item in final.output] == ["msg_1", "msg_2"]
+    assert final.id == "resp_first" and final.usage.input_tokens == 200
+    assert final.usage.input_tokens_details.cached_tokens == 80
+    assert [event.sequence_number for event in seen] == list(range(len(seen)))
+    assert len(scenario.received) == 2
+
+
+def test_a_responses_stream_resumes_after_any_event(gateway, upstream):
+    model, _ = upstream.scenario(sse_reply(as_sse(response_events("resp_r", [TEXT], 0, USAGE))))
+    first = post(gateway, {"model": model, "input": "hi", "stream": True})
+    interception = first.headers["x-aibridge-interception-id"]
+    ids = [line[4:].decode() for line in first.content.split(b"\n") if line.startswith(b"id: ")]
+    resumed = httpx2.get(
+        f"{gateway.url}/openai/v1/responses/{interception}/events",
+        headers={"Last-Event-ID": ids[2]},
+        timeout=30,
+    )
+    assert resumed.status_code == 200
+    assert events(resumed.content) == events(first.content)[3:]
