@@ -58,6 +58,7 @@ class ResponsesRound:
         self._interception = interception
         self._items: dict[int, Item] = {}
         self._held: tuple[SseEvent, dict[str, Any]] | None = None  # a tool round's end
+        self._injected: list[ToolCall] | None = None  # known once the round ended
 
     def take(self, event: SseEvent) -> list[bytes]:
         parsed = json_object(event.data)
@@ -78,12 +79,8 @@ class ResponsesRound:
             return self._end(event, parsed)
         index = parsed.get("output_index")
         item = parsed.get("item")
-        if isinstance(index, int) and isinstance(item, dict):
-            known = self._items.get(index)
-            withheld = item.get("type") == "function_call" and item.get("name") in self._interception.injected
-            if known is None:
-                self._items[index] = known = Item(item, withheld)
-            known.body = item
+        if isinstance(index, int) and isinstance(item, dict):  # output_item.added, output_item.done
+            self._items.setdefault(index, Item(item, self._is_injected(item))).body = item
             if kind == "response.output_item.done":
                 self.thoughts.extend(reasoning_summaries(item))
         known = self._items.get(index) if isinstance(index, int) else None
@@ -104,20 +101,22 @@ class ResponsesRound:
         self.raw_body = body
         self._interception.response_id = self._interception.response_id or str(parsed.get("id") or "")
         for index, item in enumerate(output):
-            withheld = item.get("type") == "function_call" and item.get("name") in self._interception.injected
-            self._items[index] = Item(item, withheld)
+            self._items[index] = Item(item, self._is_injected(item))
             self.thoughts.extend(reasoning_summaries(item))
         self._ended(parsed)
 
     def injected_calls(self) -> list[ToolCall]:
-        withheld = [tool_call(item.body) for item in self._items.values() if item.withheld]
-        if withheld and self.client_calls():
-            logger.warning(
-                "gateway tools called together with client tools in response %s; not continuing",
-                self.message_id,
-            )
-            return []
-        return withheld
+        """The gateway's calls to run; none for a round that calls the client's tools too (the client gets
+        its calls, the round ends the response)."""
+        if self._injected is None:
+            self._injected = [tool_call(item.body) for item in self._items.values() if item.withheld]
+            if self._injected and self.client_calls():
+                logger.warning(
+                    "gateway tools called together with client tools in response %s; not continuing",
+                    self.message_id,
+                )
+                self._injected = []
+        return self._injected
 
     def client_calls(self) -> list[ToolCall]:
         return [
@@ -146,6 +145,9 @@ class ResponsesRound:
         if self._interception.cumulative:
             final["usage"] = self._interception.cumulative
         return final
+
+    def _is_injected(self, item: dict[str, Any]) -> bool:
+        return item.get("type") == "function_call" and item.get("name") in self._interception.injected
 
     def changed(self) -> bool:
         """Whether what the client is to get differs from this round's own answer."""
