@@ -202,6 +202,28 @@ def test_responses_the_gateway_did_not_create_pass_through(gateway, upstream):
 
 
 @pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("DELETE", "/responses/resp_x"),
+        ("GET", "/responses/resp_x/input_items?limit=2"),
+        ("POST", "/responses/input_tokens"),
+        ("POST", "/conversations"),
+        ("GET", "/conversations/conv_1/items"),
+        ("DELETE", "/conversations/conv_1"),
+    ],
+)
+def test_what_the_gateway_does_not_own_goes_to_the_upstream_as_it_came(gateway, upstream, method, path):
+    upstream_path = "/v1" + path.split("?")[0]
+    upstream.passthrough_replies[upstream_path] = RawReply(200, b'{"ok": true}')
+    body = b'{"model": "m", "input": "count me"}' if method == "POST" else None
+    response = httpx2.request(method, f"{gateway.url}/openai/v1{path}", content=body, timeout=30)
+    assert response.status_code == 200 and response.json() == {"ok": True}
+    received = upstream.passthrough_requests[-1]
+    assert received.path == "/v1" + path
+    assert received.raw == (body or b"")
+
+
+@pytest.mark.parametrize(
     ("body", "status", "param"),
     [
         ({"input": "hi"}, 400, "model"),
