@@ -132,6 +132,12 @@ def test_a_recorded_blocking_answer_reaches_the_client_byte_for_byte(name):
         return
     assert round_.injected_calls() == []
     assert codec.final_body(round_) == sections["non-streaming"]
+    calls = [
+        item for item in orjson.loads(sections["non-streaming"])["output"] if item["type"].endswith("_call")
+    ]
+    assert [(call.id, call.name) for call in round_.client_calls()] == [
+        (item["call_id"], item["name"]) for item in calls
+    ]
 
 
 @needs_responses_fixtures
@@ -277,3 +283,17 @@ def test_the_recorded_prompt_is_the_responses_input_string_or_its_last_user_mess
     ]
     assert request_prompt({"model": "m", "input": items}) == "a\nb"
     assert request_prompt({"model": "m", "messages": [{"role": "user", "content": "hi"}]}) == "hi"
+
+
+def test_builtin_tool_calls_are_recorded_and_do_not_stop_a_gateway_tool_round():
+    search = {"id": "ws_1", "type": "web_search_call", "status": "completed", "action": {"query": "aibridge"}}
+    codec = codec_for({"model": "m", "input": "hi"}, True)
+    answer = response_events("resp_a", [search, call("bmcp_coder_coder_list_workspaces")], 0, USAGE)
+    _, rounds, requests = stream_rounds(codec, [answer, response_events("resp_b", [TEXT], 0, USAGE)])
+    (recorded,) = rounds[0].client_calls()
+    assert (recorded.id, recorded.name, orjson.loads(recorded.arguments)) == (
+        "ws_1",
+        "web_search",
+        {"query": "aibridge"},
+    )
+    assert len(requests) == 2 and requests[1]["input"][1] == search

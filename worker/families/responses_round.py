@@ -12,6 +12,8 @@ from worker.codec import SseEvent, ToolCall
 from worker.families.responses_wire import (
     CALL_ITEMS,
     STREAM_ENDS,
+    builtin_call,
+    is_builtin_call,
     json_object,
     malformed,
     reasoning_summaries,
@@ -110,7 +112,7 @@ class ResponsesRound:
         its calls, the round ends the response)."""
         if self._injected is None:
             self._injected = [tool_call(item.body) for item in self._items.values() if item.withheld]
-            if self._injected and self.client_calls():
+            if self._injected and self._client_run_calls():
                 logger.warning(
                     "gateway tools called together with client tools in response %s; not continuing",
                     self.message_id,
@@ -119,6 +121,11 @@ class ResponsesRound:
         return self._injected
 
     def client_calls(self) -> list[ToolCall]:
+        """The calls of the client's tools (for the records): those it runs, and the provider's built-ins."""
+        builtins = [builtin_call(item.body) for item in self._items.values() if is_builtin_call(item.body)]
+        return [*self._client_run_calls(), *builtins]
+
+    def _client_run_calls(self) -> list[ToolCall]:
         return [
             tool_call(item.body)
             for item in self._items.values()

@@ -15,7 +15,7 @@ from worker.codec import SseEvent, ToolCall, ToolResult
 from worker.families.anthropic_wire import patch_value, with_data
 
 STREAM_ENDS = frozenset({"response.completed", "response.failed", "response.incomplete"})
-CALL_ITEMS = {"function_call": "arguments", "custom_tool_call": "input"}  # the item types of tool calls
+CALL_ITEMS = {"function_call": "arguments", "custom_tool_call": "input"}  # calls the client runs
 
 
 def responses_tool(tool: McpTool) -> dict[str, Any]:
@@ -69,6 +69,19 @@ def token_counts(usage: dict[str, Any]) -> TokenCounts:
 def tool_call(item: dict[str, Any]) -> ToolCall:
     arguments = item.get(CALL_ITEMS.get(str(item.get("type")), "arguments"))
     return ToolCall(str(item.get("call_id") or ""), str(item.get("name") or ""), str(arguments or ""))
+
+
+def is_builtin_call(item: dict[str, Any]) -> bool:
+    """A call of a tool the provider runs itself (``web_search_call``, ``file_search_call``, ...)."""
+    kind = item.get("type")
+    return isinstance(kind, str) and kind.endswith("_call") and kind not in CALL_ITEMS
+
+
+def builtin_call(item: dict[str, Any]) -> ToolCall:
+    """A built-in tool's call as the records take it: named by its tool, its action (or the item) as input."""
+    name = str(item["type"]).removesuffix("_call")
+    details = item.get("action") or {key: value for key, value in item.items() if key not in ("id", "type")}
+    return ToolCall(str(item.get("id") or ""), name, orjson.dumps(details).decode())
 
 
 def function_call_output(result: ToolResult) -> dict[str, Any]:
