@@ -75,6 +75,7 @@ def presented_key(request: Request, family: Family) -> str | None:
 KEY_HEADERS = {
     Family.OPENAI_CHAT: "'Authorization: Bearer <key>' or 'X-Api-Key: <key>'",
     Family.ANTHROPIC_MESSAGES: "'X-Api-Key: <key>' or 'Authorization: Bearer <key>'",
+    Family.OPENAI_RESPONSES: "'Authorization: Bearer <key>' or 'X-Api-Key: <key>'",
 }
 
 

@@ -39,8 +39,21 @@ class BodyField:
 
 
 def parse_conversation(raw: bytes, fields: Iterable[BodyField]) -> dict[str, Any]:
-    """The body of a bridged request: a JSON object with a non-empty string ``model``, a non-empty array of
-    objects ``messages`` and ``fields`` as they say; InvalidRequest naming the field at fault otherwise."""
+    """The body of a bridged chat-like request: as ``parse_request`` says, with a non-empty array of objects
+    ``messages``."""
+    body = parse_request(raw, ())
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("'messages' is required and must be a non-empty array", "messages")
+    if not all(isinstance(message, dict) for message in messages):
+        raise InvalidRequest("every item of 'messages' must be an object", "messages")
+    check_fields(body, fields)
+    return body
+
+
+def parse_request(raw: bytes, fields: Iterable[BodyField]) -> dict[str, Any]:
+    """The body of a bridged request: a JSON object with a non-empty string ``model`` and ``fields`` as they
+    say; InvalidRequest naming the field at fault otherwise."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -50,11 +63,11 @@ def parse_conversation(raw: bytes, fields: Iterable[BodyField]) -> dict[str, Any
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise InvalidRequest("'model' is required and must be a non-empty string", "model")
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("'messages' is required and must be a non-empty array", "messages")
-    if not all(isinstance(message, dict) for message in messages):
-        raise InvalidRequest("every item of 'messages' must be an object", "messages")
+    check_fields(body, fields)
+    return body
+
+
+def check_fields(body: dict[str, Any], fields: Iterable[BodyField]) -> None:
     for field in fields:
         value = body.get(field.name)
         if value is None:
@@ -67,7 +80,6 @@ def parse_conversation(raw: bytes, fields: Iterable[BodyField]) -> dict[str, Any
             raise InvalidRequest(f"'{field.name}' must be {field.description}", field.name)
         if field.of_objects and not all(isinstance(item, dict) for item in value):
             raise InvalidRequest(f"every item of '{field.name}' must be an object", field.name)
-    return body
 
 
 def client_upstream_key(state: ApiState, request: Request) -> str | None:

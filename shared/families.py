@@ -15,9 +15,11 @@ from shared.sse import data_field
 class Family(StrEnum):
     OPENAI_CHAT = "openai_chat"  # POST /openai/v1/chat/completions
     ANTHROPIC_MESSAGES = "anthropic_messages"  # POST /anthropic/v1/messages
+    OPENAI_RESPONSES = "openai_responses"  # POST /openai/v1/responses
 
 
 ANTHROPIC_PATH_PREFIX = "/anthropic/"
+RESPONSES_PATH_PREFIX = "/openai/v1/responses"
 
 # Anthropic's error types by HTTP status (https://docs.anthropic.com/en/api/errors); others: by class
 ANTHROPIC_ERROR_TYPES = {
@@ -49,8 +51,13 @@ ANTHROPIC_STATUS_BY_TYPE = {
 
 
 def family_of_path(path: str) -> Family:
-    """The family whose shape the answers on ``path`` take: Anthropic's under /anthropic/, else OpenAI's."""
-    return Family.ANTHROPIC_MESSAGES if path.startswith(ANTHROPIC_PATH_PREFIX) else Family.OPENAI_CHAT
+    """The family whose shape the answers on ``path`` take: Anthropic's under /anthropic/, Responses' under
+    /openai/v1/responses, else chat completions'."""
+    if path.startswith(ANTHROPIC_PATH_PREFIX):
+        return Family.ANTHROPIC_MESSAGES
+    if path == RESPONSES_PATH_PREFIX or path.startswith(RESPONSES_PATH_PREFIX + "/"):
+        return Family.OPENAI_RESPONSES
+    return Family.OPENAI_CHAT
 
 
 def anthropic_error_type(status: int) -> str:
@@ -92,10 +99,31 @@ def normalize_error(family: Family, status: int, raw: bytes) -> bytes:
 
 def error_event(family: Family, body: bytes) -> bytes:
     """An error ``body`` as the lines of one event of ``family``'s stream (no blank line, no ``id:``):
-    chat's ``data: <body>``, Anthropic's ``event: error`` then ``data: <body>``."""
+    chat's ``data: <body>``, Anthropic's ``event: error`` then ``data: <body>``, Responses' ``event: error``
+    then ``data: {"type": "error", "code", "message", "param"}`` (and the ``sequence_number`` the body
+    carries beside its error, when the worker knew it)."""
     if family is Family.ANTHROPIC_MESSAGES:
         return b"event: error\n" + data_field(body)
+    if family is Family.OPENAI_RESPONSES:
+        return b"event: error\n" + data_field(responses_error_data(body))
     return data_field(body)
+
+
+def responses_error_data(body: bytes) -> bytes:
+    """An OpenAI-shaped error body as the data of a Responses ``error`` event."""
+    parsed = _json(body)
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if not isinstance(error, dict):
+        return orjson.dumps({"type": "error", "code": None, "message": body.decode("utf-8", "replace")})
+    event = {
+        "type": "error",
+        "code": error.get("code"),
+        "message": error.get("message"),
+        "param": error.get("param"),
+    }
+    if isinstance(parsed.get("sequence_number"), int):
+        event["sequence_number"] = parsed["sequence_number"]
+    return orjson.dumps(event)
 
 
 def _anthropic(status: int, message: str) -> bytes:

@@ -11,6 +11,7 @@ from tests.fake_upstream import RawReply
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 CHAT_FIXTURES = FIXTURES / "openai" / "chatcompletions"
 ANTHROPIC_FIXTURES = FIXTURES / "anthropic"
+RESPONSES_FIXTURES = FIXTURES / "openai" / "responses"
 
 needs_fixtures = pytest.mark.skipif(
     not CHAT_FIXTURES.is_dir(),
@@ -21,6 +22,11 @@ needs_fixtures = pytest.mark.skipif(
 needs_anthropic_fixtures = pytest.mark.skipif(
     not ANTHROPIC_FIXTURES.is_dir(),
     reason=f"recorded fixtures not present at {ANTHROPIC_FIXTURES} (they sit beside the repository, not in it)",
+)
+
+needs_responses_fixtures = pytest.mark.skipif(
+    not RESPONSES_FIXTURES.is_dir(),
+    reason=f"recorded fixtures not present at {RESPONSES_FIXTURES} (they sit beside the repository, not in it)",
 )
 
 

@@ -23,6 +23,15 @@ from shared.token_counts import TokenCounts
 from worker.codec import ToolCall
 
 
+def request_prompt(body: dict[str, Any]) -> str | None:
+    """The prompt of a request: the last user message of its ``messages``, or of its Responses ``input``
+    (a string is the prompt itself)."""
+    prompt = body.get("messages") or body.get("input")
+    if isinstance(prompt, str):
+        return prompt
+    return last_user_prompt(prompt if isinstance(prompt, list) else [])
+
+
 def last_user_prompt(messages: list[Any]) -> str | None:
     """The text of the last user message: its string content, or its text parts joined by newlines."""
     for message in reversed(messages):
@@ -33,7 +42,9 @@ def last_user_prompt(messages: list[Any]) -> str | None:
             return content
         if isinstance(content, list):
             texts = [
-                part.get("text") for part in content if isinstance(part, dict) and part.get("type") == "text"
+                part.get("text")
+                for part in content
+                if isinstance(part, dict) and part.get("type") in ("text", "input_text")
             ]
             return "\n".join(text for text in texts if isinstance(text, str))
         return None
@@ -52,7 +63,7 @@ class InterceptionRecording:
     def __init__(self, recorder: Recorder, job: InterceptionJob) -> None:
         self._recorder = recorder
         self._job = job
-        self._prompt = last_user_prompt(job.body.get("messages") or [])
+        self._prompt = request_prompt(job.body)
 
     @property
     def _id(self) -> str:
