@@ -133,6 +133,7 @@ class FakeUpstream:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/messages", self._chat)  # Anthropic Messages: the same scenarios, by model
+        app.router.add_post("/v1/responses", self._chat)  # OpenAI Responses: the same scenarios, by model
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/v1/models/{model_id:.*}", self._passthrough)
         app.router.add_post("/v1/messages/count_tokens", self._passthrough)
