@@ -31,7 +31,8 @@ RESPONSES_FIELDS = (
     BodyField("background", (bool,), "a boolean"),
 )
 
-UPSTREAM_HEADERS = ("openai-organization", "openai-project", "openai-beta")
+UPSTREAM_HEADERS = ("openai-organization", "openai-project", "openai-beta", "user-agent")
+CODEX_HEADERS = ("originator", "session-id")  # what Codex sends to say which client and session it is
 
 
 def parse_chat_request(raw: bytes) -> dict[str, Any]:
@@ -49,7 +50,12 @@ def parse_responses_request(raw: bytes) -> dict[str, Any]:
 
 
 add_bridged_route(
-    router, "/chat/completions", family=Family.OPENAI_CHAT, provider=OPENAI, parse=parse_chat_request
+    router,
+    "/chat/completions",
+    family=Family.OPENAI_CHAT,
+    provider=OPENAI,
+    parse=parse_chat_request,
+    upstream_headers=UPSTREAM_HEADERS,
 )
 add_passthrough_route(router, "GET", "/models", provider=OPENAI, headers=UPSTREAM_HEADERS)
 add_passthrough_route(router, "GET", "/models/{model_id:path}", provider=OPENAI, headers=UPSTREAM_HEADERS)
@@ -59,7 +65,7 @@ add_bridged_route(
     family=Family.OPENAI_RESPONSES,
     provider=OPENAI,
     parse=parse_responses_request,
-    upstream_headers=UPSTREAM_HEADERS,
+    upstream_headers=(*UPSTREAM_HEADERS, *CODEX_HEADERS),
 )
 # Responses and conversations the gateway did not create itself are the provider's: passed through.
 for method, path in (
