@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,24 +15,7 @@ import orjson
 
 from tests.fake_upstream import RawReply
 
-INSTALLS = [
-    Path.home() / ".cache/aibridge-ci/codex/node_modules/.bin/codex",
-    Path("/work/tools/codex/node_modules/.bin/codex"),
-]
 KEY_VARIABLE = "AIBRIDGE_CODEX_KEY"
-
-
-def find_codex() -> tuple[str | None, str]:
-    """The Codex CLI binary to run, or None and why there is none."""
-    if configured := os.environ.get("AIBRIDGE_TEST_CODEX"):
-        if os.access(configured, os.X_OK):
-            return configured, ""
-        return None, f"AIBRIDGE_TEST_CODEX={configured} is not an executable file"
-    found = next((str(path) for path in INSTALLS if os.access(path, os.X_OK)), None) or shutil.which("codex")
-    return found, (
-        "no Codex CLI binary: set AIBRIDGE_TEST_CODEX, `npm install @openai/codex` into "
-        f"{INSTALLS[0].parents[2]} (.ci/run does), or put `codex` on PATH"
-    )
 
 
 @dataclass

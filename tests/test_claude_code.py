@@ -6,7 +6,6 @@ folders, or ``claude`` on PATH."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -15,30 +14,14 @@ import httpx2
 import orjson
 import pytest
 
+from tests.agents import assert_one_injected_call, find_agent
 from tests.anthropic_upstream import message_events, sse_reply, tool_use_events
 
 INJECTED = "bmcp_coder_coder_list_workspaces"
 ANSWER = "Your workspaces are dev and ci."
-INSTALLS = [
-    Path.home() / ".cache/aibridge-ci/claude/node_modules/.bin/claude",
-    Path("/work/tools/claude/node_modules/.bin/claude"),
-]
 
 
-def find_claude() -> tuple[str | None, str]:
-    """The Claude Code binary to run, or None and why there is none."""
-    if configured := os.environ.get("AIBRIDGE_TEST_CLAUDE"):
-        if os.access(configured, os.X_OK):
-            return configured, ""
-        return None, f"AIBRIDGE_TEST_CLAUDE={configured} is not an executable file"
-    found = next((str(path) for path in INSTALLS if os.access(path, os.X_OK)), None) or shutil.which("claude")
-    return found, (
-        "no Claude Code binary: set AIBRIDGE_TEST_CLAUDE, `npm install @anthropic-ai/claude-code` into "
-        f"{INSTALLS[0].parents[2]} (.ci/run does), or put `claude` on PATH"
-    )
-
-
-CLAUDE, MISSING = find_claude()
+CLAUDE, MISSING = find_agent("claude", "@anthropic-ai/claude-code", "AIBRIDGE_TEST_CLAUDE")
 pytestmark = pytest.mark.skipif(CLAUDE is None, reason=MISSING)
 
 
@@ -145,13 +128,7 @@ def test_a_claude_code_session_runs_an_injected_mcp_tool_through_the_gateway(
         "ok",
     )
     assert record["user_agent"].startswith("claude-cli/")
-    (tool,) = record["tool_usages"]
-    assert (tool["tool"], tool["injected"], tool["args"]) == (
-        "coder_list_workspaces",
-        True,
-        {"owner": "admin"},
-    )
-    assert tool["invocation_error"] is None
+    assert_one_injected_call(record, "coder_list_workspaces", {"owner": "admin"})
 
 
 def test_claude_code_with_a_client_key_as_bearer_token(make_gateway, upstream, mcp_http_url, tmp_path):

@@ -8,12 +8,13 @@ import orjson
 import pytest
 
 from shared.families import Family
-from tests.codex_cli import CodexRun, find_codex, function_call_stream, responses_stream, run_codex
+from tests.agents import assert_one_injected_call, find_agent
+from tests.codex_cli import CodexRun, function_call_stream, responses_stream, run_codex
 from tests.test_claude_code import recorded_interceptions
 
 INJECTED = "bmcp_coder_coder_list_workspaces"
 ANSWER = "Your workspaces are dev and ci."
-CODEX, MISSING = find_codex()
+CODEX, MISSING = find_agent("codex", "@openai/codex", "AIBRIDGE_TEST_CODEX")
 pytestmark = [
     pytest.mark.skipif(
         "OPENAI_RESPONSES" not in Family.__members__,
@@ -91,10 +92,4 @@ def test_a_codex_session_runs_an_injected_mcp_tool_through_the_gateway(tool_gate
         assert_codex_headers(received.headers)
 
     (record,) = recorded_interceptions(tool_gateway, model, 1)
-    (tool,) = record["tool_usages"]
-    assert (tool["tool"], tool["injected"], tool["args"]) == (
-        "coder_list_workspaces",
-        True,
-        {"owner": "admin"},
-    )
-    assert tool["invocation_error"] is None
+    assert_one_injected_call(record, "coder_list_workspaces", {"owner": "admin"})
