@@ -8,7 +8,8 @@ import orjson
 from shared.families import Family
 from shared.job import InterceptionJob
 from shared.mcp.tools import McpTool
-from worker.codec import SseEvent, ToolResult
+from tests.codec_driver import stream_rounds as drive
+from worker.codec import SseEvent
 from worker.families.anthropic_messages import AnthropicMessagesCodec
 
 INTERCEPTION_ID = "7f1e0c52-0000-4000-8000-000000000001"
@@ -53,22 +54,8 @@ def codec_for(body: dict, streaming: bool, tools: list[McpTool] | None = None):
 
 
 def stream_rounds(codec, answers: list[list[SseEvent]], results=None):
-    """Drive the codec as the loop does; returns what the client got, the rounds, and the requests sent."""
-    relayed, rounds, requests = [], [], []
-    for events in answers:
-        requests.append(codec.request_body(streaming=True))
-        current = codec.new_round()
-        rounds.append(current)
-        for upstream_event in events:
-            relayed += current.take(upstream_event)
-            if codec.is_stream_end(upstream_event):
-                break
-        calls = current.injected_calls()
-        if not calls:
-            relayed += current.closing_events()
-            break
-        codec.continue_after(current, results or [ToolResult(call, MCP_RESULT, None) for call in calls])
-    return relayed, rounds, requests
+    """Drive the codec as the loop does, injected calls answered with MCP_RESULT (tests/codec_driver.py)."""
+    return drive(codec, answers, MCP_RESULT, results)
 
 
 def client_view(relayed: list[bytes]) -> list[dict]:

@@ -13,6 +13,7 @@ from shared.mcp.tools import McpTool
 from shared.token_counts import TokenCounts
 from shared.upstream import UpstreamFailure
 from tests.anthropic_events import sse
+from tests.codec_driver import stream_rounds as drive
 from tests.fixtures import RESPONSES_FIXTURES, needs_responses_fixtures, read_txtar
 from tests.responses_events import REASONING, TEXT, USAGE, call, data_of, injected_name, response_events
 from worker.codec import SseEvent, ToolResult
@@ -46,22 +47,8 @@ def codec_for(body: dict, streaming: bool, injected: str = "bmcp_coder_coder_lis
 
 
 def stream_rounds(codec, answers: list[list[SseEvent]]):
-    """Drive the codec as the loop does; returns what the client got, the rounds, and the requests sent."""
-    relayed, rounds, requests = [], [], []
-    for events in answers:
-        requests.append(codec.request_body(streaming=True))
-        current = codec.new_round()
-        rounds.append(current)
-        for event in events:
-            relayed += current.take(event)
-            if codec.is_stream_end(event):
-                break
-        calls = current.injected_calls()
-        if not calls:
-            relayed += current.closing_events()
-            break
-        codec.continue_after(current, [ToolResult(call, MCP_RESULT, None) for call in calls])
-    return relayed, rounds, requests
+    """Drive the codec as the loop does, injected calls answered with MCP_RESULT (tests/codec_driver.py)."""
+    return drive(codec, answers, MCP_RESULT)
 
 
 def client_view(relayed: list[bytes]) -> list[dict]:
