@@ -59,6 +59,15 @@ class Gateway:
     def base_url(self) -> str:
         return f"{self.url}/openai/v1"
 
+    def resume(self, route: str, streamed: httpx2.Response, after: int) -> httpx2.Response:
+        """``GET <route>/<interception id>/events`` of the stream ``streamed`` answered on ``route`` (e.g.
+        ``/anthropic/v1/messages``), resumed after its event number ``after`` (from 0)."""
+        interception = streamed.headers["x-aibridge-interception-id"]
+        ids = [line[4:].decode() for line in streamed.content.split(b"\n") if line.startswith(b"id: ")]
+        return httpx2.get(
+            f"{self.url}{route}/{interception}/events", headers={"Last-Event-ID": ids[after]}, timeout=30
+        )
+
     def _spawn(self, command: str, **env: str) -> subprocess.Popen[bytes]:
         log = open(self._logs / f"{command}-{time.monotonic_ns()}.log", "wb")
         return spawn(

@@ -203,13 +203,7 @@ def test_the_sdk_stream_outlives_a_12_second_tool_call_and_sums_the_usage(tool_g
 def test_an_anthropic_stream_resumes_after_any_event_with_its_event_lines(gateway, upstream):
     model, _ = upstream.scenario(sse_reply(message_events("resumable")))
     first = stream_hi(gateway, model)
-    interception = first.headers["x-aibridge-interception-id"]
-    ids = [line[4:].decode() for line in first.content.split(b"\n") if line.startswith(b"id: ")]
-    resumed = httpx2.get(
-        f"{gateway.url}/anthropic/v1/messages/{interception}/events",
-        headers={"Last-Event-ID": ids[2]},
-        timeout=30,
-    )
+    resumed = gateway.resume("/anthropic/v1/messages", first, 2)
     assert resumed.status_code == 200
     assert events(resumed.content) == events(first.content)[3:]
     assert b"event: message_stop\n" in resumed.content

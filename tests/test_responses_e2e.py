@@ -258,12 +258,6 @@ def test_the_sdk_streams_a_tool_loop_as_one_response_with_the_items_of_both_roun
 def test_a_responses_stream_resumes_after_any_event(gateway, upstream):
     model, _ = upstream.scenario(sse_reply(as_sse(response_events("resp_r", [TEXT], 0, USAGE))))
     first = post(gateway, {"model": model, "input": "hi", "stream": True})
-    interception = first.headers["x-aibridge-interception-id"]
-    ids = [line[4:].decode() for line in first.content.split(b"\n") if line.startswith(b"id: ")]
-    resumed = httpx2.get(
-        f"{gateway.url}/openai/v1/responses/{interception}/events",
-        headers={"Last-Event-ID": ids[2]},
-        timeout=30,
-    )
+    resumed = gateway.resume("/openai/v1/responses", first, 2)
     assert resumed.status_code == 200
     assert events(resumed.content) == events(first.content)[3:]
