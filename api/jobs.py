@@ -21,7 +21,7 @@ from api.state import ApiState
 from api.stream_hub import Tail
 from shared.client_keys import Actor
 from shared.families import Family
-from shared.job import JOB_FUNCTION, InterceptionJob
+from shared.job import InterceptionJob
 from shared.keys import RedisKeys
 from shared.messages import ControlMessage
 from shared.providers import OPENAI
@@ -88,7 +88,7 @@ def add_job(
     enqueued_ms = int(job.enqueued_at * 1000)
     try:  # the only JSON that cannot be encoded again is nested too deep, with the job's own levels
         payload = job.model_dump(mode="json")
-        data = serialize_job(JOB_FUNCTION, (payload,), {}, None, enqueued_ms, serializer=orjson.dumps)
+        data = serialize_job(job.function, (payload,), {}, None, enqueued_ms, serializer=orjson.dumps)
     except (ValueError, SerializationError):
         raise InvalidRequest(
             "the request body nests JSON deeper than this gateway carries (250 levels)"

@@ -10,6 +10,8 @@ from shared.families import Family
 
 JOB_FUNCTION = "intercept"
 """The arq function name the API enqueues and the worker registers."""
+BACKGROUND_JOB_FUNCTION = "intercept_background"
+"""The same function under its own name, with its own timeout: a background response (shared/background.py)."""
 
 
 class InterceptionJob(BaseModel):
@@ -29,3 +31,9 @@ class InterceptionJob(BaseModel):
     trace_context: dict[str, str] = Field(default_factory=dict)  # W3C traceparent of the API's span
     encrypted_upstream_key: str | None = None  # the client's own provider key, encrypted (shared/byok.py)
     enqueued_at: float
+    background: bool = False  # a Responses background response: it runs whatever its client does
+    response_id: str | None = None  # the response id the client is shown, when the gateway makes it
+
+    @property
+    def function(self) -> str:
+        return BACKGROUND_JOB_FUNCTION if self.background else JOB_FUNCTION

@@ -61,6 +61,15 @@ class RedisKeys:
         """The actor id that made the interception: only it may resume the stream."""
         return f"{self.prefix}owner:{interception_id}"
 
+    def background(self, interception_id: str) -> str:
+        """A background response's record (shared/background.py): who made it, and its first object."""
+        return f"{self.prefix}background:{interception_id}"
+
+    def response_alias(self, response_id: str) -> str:
+        """The upstream response a response id the client was shown stands for, when they differ (after
+        gateway tool rounds, and for background responses): what ``previous_response_id`` continues from."""
+        return f"{self.prefix}response-alias:{response_id}"
+
     def actor_slots(self, actor_id: str | None) -> str:
         """Sorted set of the actor's running interceptions, each scored by when its slot lapses (epoch ms)
         unless a heartbeat renews it. Without client keys every request is one anonymous actor's."""

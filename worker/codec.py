@@ -94,6 +94,11 @@ class Codec(Protocol):
         """The blocking answer for the client: id = interception id, usage cumulative over the rounds."""
         ...
 
+    def take_aliases(self) -> dict[str, str]:
+        """Ids the client was shown that stand for another upstream id, learnt since the last call (shown id
+        -> upstream id): what a later request naming the shown id continues from (Responses only)."""
+        ...
+
 
 CodecFactory = Callable[[InterceptionJob, list[McpTool]], Codec]
 """Builds a family's codec for one interception: ``(job, the injected tools)``."""

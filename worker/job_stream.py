@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,13 +25,13 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class SlotLease:
     """The interception's concurrency slot (a member of its actor's slot set, scored by when it lapses) and
-    its owner record: heartbeats renew the slot, the stream's end releases it and cuts the owner record to
-    the stream's retention."""
+    the records kept beside its stream (its owner, a background response's record): heartbeats renew the
+    slot, the stream's end releases it and cuts those records to the stream's retention."""
 
     slots_key: str
     member: str
     lease: float
-    owner_key: str
+    kept_keys: tuple[str, ...]
     retention: float
 
     def renew(self) -> tuple[Command, ...]:
@@ -39,9 +39,25 @@ class SlotLease:
         return ((b"ZADD", self.slots_key, b"XX", lapses_ms, self.member),)
 
     def release(self) -> tuple[Command, ...]:
+        retention_ms = int(self.retention * 1000)
         return (
             (b"ZREM", self.slots_key, self.member),
-            (b"PEXPIRE", self.owner_key, int(self.retention * 1000)),
+            *((b"PEXPIRE", key, retention_ms) for key in self.kept_keys),
+        )
+
+
+@dataclass(frozen=True)
+class ResponseAliases:
+    """Where a response id the client was shown is mapped to the upstream response it stands for
+    (``RedisKeys.response_alias``), and for how long."""
+
+    key: Callable[[str], str]
+    retention: float
+
+    def commands(self, aliases: Mapping[str, str]) -> tuple[Command, ...]:
+        retention_ms = int(self.retention * 1000)
+        return tuple(
+            (b"SET", self.key(shown), upstream, b"PX", retention_ms) for shown, upstream in aliases.items()
         )
 
 
@@ -102,9 +118,12 @@ class JobStream:
         retention: float,
         lifetime: float,
         lease: SlotLease,
+        aliases: ResponseAliases,
     ) -> None:
         self._writer = writer
         self._lease = lease
+        self._aliases = aliases
+        self._remembered: tuple[Command, ...] = ()  # sent with the next write
         self._key = key.encode()
         self._xadd_creating = (b"XADD", self._key, b"*")
         self._xadd = (b"XADD", self._key, b"NOMKSTREAM", b"*")
@@ -139,19 +158,31 @@ class JobStream:
             expire_ms = self._lifetime_ms
         if expire_ms is not None:
             commands.append((b"PEXPIRE", self._key, expire_ms))
-        results = await self._writer.write([*commands, *also])
+        remembered, self._remembered = self._remembered, ()  # first: set before the events that show them
+        results = (await self._writer.write([*remembered, *commands, *also]))[len(remembered) :]
         self._created = True
         if not creates and None in results[: len(messages)]:  # NOMKSTREAM: the stream is gone
             raise StreamLost(self._key.decode())
         return results[len(commands) :]
 
-    async def begin(self, cancelled_key: str) -> bool:
-        """Write the first heartbeat (the API's sign that a worker took the job); True if the client
-        cancelled the job before that."""
-        cancelled, *_ = await self._write(
-            StreamMessage(kind=MessageKind.HEARTBEAT), also=((b"EXISTS", cancelled_key), *self._lease.renew())
+    async def begin(self, cancelled_key: str, alias_of: str | None = None) -> tuple[bool, str | None]:
+        """Write the first heartbeat (the API's sign that a worker took the job). Returns whether the client
+        cancelled the job before that, and the upstream response the response id ``alias_of`` stands for
+        (None: no alias, it is the upstream's own)."""
+        reads: tuple[Command, ...] = ((b"EXISTS", cancelled_key),)
+        if alias_of is not None:
+            reads += ((b"GET", self._aliases.key(alias_of)),)
+        cancelled, *rest = await self._write(
+            StreamMessage(kind=MessageKind.HEARTBEAT), also=(*reads, *self._lease.renew())
         )
-        return bool(cancelled)
+        alias = rest[0] if alias_of is not None else None
+        return bool(cancelled), alias.decode() if isinstance(alias, bytes) else None
+
+    def remember(self, aliases: Mapping[str, str]) -> None:
+        """Map response ids the client was shown to the upstream's, with the next write: before the client
+        can read the events that show them, it can continue from them."""
+        if aliases:
+            self._remembered += self._aliases.commands(aliases)
 
     async def heartbeat(self) -> None:
         if self._ended:  # done is the stream's last entry: a resume after it knows the stream is over

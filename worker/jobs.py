@@ -18,7 +18,7 @@ from shared.job import InterceptionJob
 from shared.upstream import Upstream, actor_headers
 from worker.deps import WorkerDeps
 from worker.families import CODECS
-from worker.job_stream import JobStream, SlotLease
+from worker.job_stream import JobStream, ResponseAliases, SlotLease
 from worker.loop import ToolLoop
 
 logger = logging.getLogger(__name__)
@@ -31,29 +31,20 @@ async def intercept(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
     interception_id = job.interception_id
     deps.metrics.queue_wait.observe(max(0.0, time.time() - job.enqueued_at))
     settings = deps.settings
-    lease = SlotLease(
-        slots_key=deps.keys.actor_slots(job.actor_id),
-        member=interception_id,
-        lease=settings.slot_lease,
-        owner_key=deps.keys.owner(interception_id),
-        retention=settings.stream_retention,
-    )
-    stream = JobStream(
-        deps.writes,
-        deps.keys.stream(interception_id),
-        max_bytes=settings.stream_max_bytes,
-        retention=settings.stream_retention,
-        lifetime=settings.job_timeout + settings.stream_retention,
-        lease=lease,
-    )
+    stream = job_stream(deps, job)
     try:
-        if await stream.begin(deps.keys.cancelled(interception_id)):
-            logger.info("interception %s: client left before the job started", interception_id)
+        cancelled, continued = await stream.begin(
+            deps.keys.cancelled(interception_id), continued_response(job)
+        )
+        if cancelled:
+            logger.info("interception %s: cancelled before the job started", interception_id)
             await stream.expire()
             return
     except RedisError as exc:  # an outage as the job starts: its client gets its error from the API
         logger.warning("interception %s: Redis failed as the job started: %s", interception_id, exc)
         return
+    if continued is not None:  # the client continues from a response id the gateway showed it
+        job = job.model_copy(update={"body": {**job.body, "previous_response_id": continued}})
     try:
         upstream = deps.upstreams[job.provider]
         headers = upstream_headers(job, upstream, settings, deps.cipher)
@@ -87,13 +78,14 @@ async def intercept(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
                     stream, job.family, "the gateway's worker stopped before the answer was complete"
                 )
                 raise
-            logger.info("interception %s: cancelled, client gone", interception_id)
-            await _report_worker_error(
-                stream,
-                job.family,
-                "the request was cancelled: its client disconnected",
-                "client_disconnected",
-            )
+            logger.info("interception %s: cancelled by its client", interception_id)
+            if job.background:
+                await _report_worker_error(
+                    stream, job.family, "the response was cancelled", "response_cancelled"
+                )
+            else:
+                message = "the request was cancelled: its client disconnected"
+                await _report_worker_error(stream, job.family, message, "client_disconnected")
         except RedisError as exc:  # an outage: the worker goes on, this job cannot
             logger.warning("interception %s: Redis failed: %s", interception_id, exc)
             await _report_worker_error(
@@ -104,6 +96,39 @@ async def intercept(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
             await _report_worker_error(stream, job.family, "the gateway failed while handling the request")
         finally:
             deps.control.unregister(interception_id)
+
+
+def job_stream(deps: WorkerDeps, job: InterceptionJob) -> JobStream:
+    """The job's stream, kept as long as its kind of job says: a background response's longer."""
+    settings, keys, interception_id = deps.settings, deps.keys, job.interception_id
+    kept_keys = (keys.owner(interception_id),)
+    if job.background:
+        retention, timeout = settings.background_retention, settings.background_job_timeout
+        kept_keys += (keys.background(interception_id),)
+    else:
+        retention, timeout = settings.stream_retention, settings.job_timeout
+    lease = SlotLease(
+        slots_key=keys.actor_slots(job.actor_id),
+        member=interception_id,
+        lease=settings.slot_lease,
+        kept_keys=kept_keys,
+        retention=retention,
+    )
+    return JobStream(
+        deps.writes,
+        keys.stream(interception_id),
+        max_bytes=settings.stream_max_bytes,
+        retention=retention,
+        lifetime=timeout + retention,
+        lease=lease,
+        aliases=ResponseAliases(keys.response_alias, settings.response_id_retention),
+    )
+
+
+def continued_response(job: InterceptionJob) -> str | None:
+    """The response a request continues from (Responses' ``previous_response_id``), if any."""
+    previous = job.body.get("previous_response_id")
+    return previous if isinstance(previous, str) and previous else None
 
 
 def upstream_headers(

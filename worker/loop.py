@@ -125,6 +125,7 @@ class ToolLoop:
                 raise UpstreamFailure(response.status, self._error_body(response.status, raw))
             async for batch in iter_sse_batches(response.content, self._codec.is_stream_end):
                 relayed, failure = _take(round, batch)
+                self._stream.remember(self._codec.take_aliases())
                 if relayed:
                     await self._stream.chunks(relayed)
                 if failure is not None:
@@ -143,6 +144,7 @@ class ToolLoop:
                 if status >= 400:
                     raise UpstreamFailure(status, self._error_body(status, raw))
                 round.take_body(raw)
+                self._stream.remember(self._codec.take_aliases())
             calls = self._calls_to_run(round)
             if not calls:
                 await self._stream.result(status, self._codec.final_body(round))

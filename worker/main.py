@@ -13,7 +13,7 @@ from arq.connections import ArqRedis
 from arq.worker import func
 
 from shared.config import Settings
-from shared.job import JOB_FUNCTION
+from shared.job import BACKGROUND_JOB_FUNCTION, JOB_FUNCTION
 from shared.keys import RedisKeys
 from shared.redis import connect, wait_until_answers
 from shared.redis_url import describe_redis
@@ -44,7 +44,10 @@ def build_worker(settings: Settings, redis: ArqRedis) -> ListPickupWorker:
             await deps.close()
 
     return ListPickupWorker(
-        functions=[func(intercept, name=JOB_FUNCTION)],
+        functions=[
+            func(intercept, name=JOB_FUNCTION),
+            func(intercept, name=BACKGROUND_JOB_FUNCTION, timeout=settings.background_job_timeout),
+        ],
         queue_name=keys.queue,
         redis_pool=redis,
         on_startup=on_startup,

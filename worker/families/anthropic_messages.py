@@ -96,6 +96,9 @@ class AnthropicMessagesCodec:
         summed = totals(usage, self._interception.cumulative, (*SUMMED_USAGE, "cache_creation"))
         return patch_value(answer, {**named, "usage": summed}, "usage", usage, summed)
 
+    def take_aliases(self) -> dict[str, str]:
+        return {}  # the client gets the interception's id, never one to continue from
+
 
 def _own(round: Round) -> MessagesRound:
     if not isinstance(round, MessagesRound):

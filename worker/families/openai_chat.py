@@ -164,6 +164,9 @@ class ChatCodec:
             return replace_id_and_usage(chat_round.completion, self._id_json, self._cumulative_usage)
         return replace_id(chat_round.raw, chat_round.completion, self._id_json)
 
+    def take_aliases(self) -> dict[str, str]:
+        return {}  # the client gets the interception's id, never one to continue from
+
     def is_injected(self, name: str) -> bool:
         return name in self._injected
 

@@ -52,7 +52,12 @@ class ResponsesCodec:
         self._body = job.body
         self._tools = [responses_tool(tool) for tool in tools]
         self._input: Any = job.body.get("input")
-        self._interception = Interception(injected=frozenset(tool.injected_name for tool in tools))
+        self._interception = Interception(
+            injected=frozenset(tool.injected_name for tool in tools),
+            response_id=job.response_id,
+            background=job.background,
+        )
+        self._background = job.background
 
     def request_body(self, *, streaming: bool) -> dict[str, Any]:
         body = dict(self._body)
@@ -64,6 +69,8 @@ class ResponsesCodec:
             body["stream"] = True
         else:
             body.pop("stream", None)
+        if self._background:  # the gateway runs it in the background, the provider streams it
+            body.pop("background", None)
         return body
 
     def new_round(self) -> ResponsesRound:
@@ -74,6 +81,10 @@ class ResponsesCodec:
         self._interception.shown.extend(responses_round.shown_items())
         outputs = [function_call_output(result) for result in results]
         self._input = [*input_items(self._input), *responses_round.output_items(), *outputs]
+
+    def take_aliases(self) -> dict[str, str]:
+        aliases, self._interception.aliases = self._interception.aliases, {}
+        return aliases
 
     def final_body(self, round: Round) -> bytes:
         responses_round = _own(round)

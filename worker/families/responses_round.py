@@ -43,11 +43,24 @@ class Interception:
 
     injected: frozenset[str]
     response_id: str | None = None  # the id the client knows the response by
+    background: bool = False  # the client's response is a background one (its objects say so)
     next_sequence: int | None = None
     next_index: int = 0
     shown: list[dict[str, Any]] = field(default_factory=list)  # output items of the rounds before, as shown
     cumulative: dict[str, Any] = field(default_factory=dict)
     rounds: int = 0
+    aliases: dict[str, str] = field(default_factory=dict)  # learnt, not yet taken: shown id -> upstream id
+
+    def response_changes(self) -> dict[str, Any]:
+        """What the response objects the client sees have that the upstream's do not."""
+        changes: dict[str, Any] = {"id": self.response_id} if self.response_id else {}
+        return {**changes, "background": True} if self.background else changes
+
+    def learn(self, upstream_id: str) -> None:
+        """The upstream id of a round: the client's response id stands for it if they differ."""
+        self.response_id = self.response_id or upstream_id
+        if upstream_id and upstream_id != self.response_id:
+            self.aliases[self.response_id] = upstream_id
 
 
 class ResponsesRound:
@@ -72,10 +85,10 @@ class ResponsesRound:
         response = parsed.get("response")
         if isinstance(response, dict) and not self.message_id:
             self.message_id = str(response.get("id") or "")
+            self._interception.learn(self.message_id)
         if kind in OPENING_EVENTS:
-            if self._interception.rounds and self._interception.response_id is not None:
+            if self._interception.rounds:
                 return []  # the client's response opened with the first round
-            self._interception.response_id = self._interception.response_id or self.message_id
             return [self._relayed(event, parsed)]
         if kind in STREAM_ENDS:
             return self._end(event, parsed)
@@ -101,7 +114,7 @@ class ResponsesRound:
         if parsed is None or not isinstance(output, list) or not all(isinstance(i, dict) for i in output):
             raise malformed("response")
         self.raw_body = body
-        self._interception.response_id = self._interception.response_id or str(parsed.get("id") or "")
+        self._interception.learn(str(parsed.get("id") or ""))
         for index, item in enumerate(output):
             self._items[index] = Item(item, self._is_injected(item))
             self.thoughts.extend(reasoning_summaries(item))
@@ -147,7 +160,7 @@ class ResponsesRound:
         """The response the client gets at the end: the first round's id, every round's shown output, the
         usage summed over the rounds."""
         response = self.response or {}
-        final = {**response, "id": self._interception.response_id or response.get("id")}
+        final = {**response, **self._interception.response_changes()}
         final["output"] = [*self._interception.shown, *self.shown_items()]
         if self._interception.cumulative:
             final["usage"] = self._interception.cumulative
@@ -158,7 +171,8 @@ class ResponsesRound:
 
     def changed(self) -> bool:
         """Whether what the client is to get differs from this round's own answer."""
-        return self._interception.rounds > 1 or any(item.withheld for item in self._items.values())
+        shared = self._interception
+        return shared.rounds > 1 or shared.background or any(item.withheld for item in self._items.values())
 
     def _ended(self, response: dict[str, Any]) -> None:
         self.response = response
@@ -200,4 +214,4 @@ class ResponsesRound:
             changes["output_index"] = output_index
         if reencode:
             return reencoded(event, {**parsed, **changes})
-        return rewritten(event, parsed, changes, self._interception.response_id)
+        return rewritten(event, parsed, changes, self._interception.response_changes())

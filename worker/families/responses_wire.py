@@ -97,22 +97,29 @@ def reasoning_summaries(item: dict[str, Any]) -> list[str]:
 
 
 def rewritten(
-    event: SseEvent, parsed: dict[str, Any], changes: dict[str, Any], response_id: str | None = None
+    event: SseEvent, parsed: dict[str, Any], changes: dict[str, Any], response_changes: dict[str, Any]
 ) -> bytes:
-    """The event with the top-level values in ``changes`` written anew (and its response's id
-    ``response_id``, if given), the rest as the upstream sent it."""
+    """The event with the top-level values in ``changes`` written anew, and those in ``response_changes`` in
+    its response object (if it has one), the rest as the upstream sent it."""
     data, expected = event.data, dict(parsed)
     for key, value in changes.items():
-        if expected.get(key) == value:
-            continue
-        old = expected.get(key)
-        expected[key] = value
-        data = patch_value(data, expected, key, old, value)
+        data, expected = _changed(data, expected, key, value)
     response = expected.get("response")
-    if response_id and isinstance(response, dict) and response.get("id") != response_id:
-        expected["response"] = {**response, "id": response_id}
-        data = patch_value(data, expected, "id", response.get("id"), response_id)
+    if isinstance(response, dict):
+        for key, value in response_changes.items():
+            if response.get(key) != value:
+                old, response = response.get(key), {**response, key: value}
+                expected["response"] = response
+                data = patch_value(data, expected, key, old, value)
     return event.lines if data is event.data else with_data(event.lines, data)
+
+
+def _changed(data: bytes, expected: dict[str, Any], key: str, value: Any) -> tuple[bytes, dict[str, Any]]:
+    if expected.get(key) == value:
+        return data, expected
+    old = expected.get(key)
+    expected = {**expected, key: value}
+    return patch_value(data, expected, key, old, value), expected
 
 
 def reencoded(event: SseEvent, expected: dict[str, Any]) -> bytes:
