@@ -219,6 +219,20 @@ def test_a_tool_round_after_text_numbers_the_next_rounds_items_on_and_carries_re
     assert requests[1]["store"] is False
 
 
+@pytest.mark.parametrize("store", [False, True, None])
+def test_without_store_only_reasoning_with_its_encrypted_content_is_carried_into_the_next_round(store):
+    injected = "bmcp_coder_coder_list_workspaces"
+    body = {"model": "m", "input": "hi"} | ({} if store is None else {"store": store})
+    bare = {key: value for key, value in {**REASONING, "id": "rs_2"}.items() if key != "encrypted_content"}
+    first = response_events("resp_a", [REASONING, bare, TEXT, call(injected)], 0, USAGE)
+    second = response_events("resp_b", [{**TEXT, "id": "msg_2"}], 0, USAGE)
+    _, _, requests = stream_rounds(codec_for(body, True), [first, second])
+    carried = [item.get("id") for item in requests[1]["input"][1:]]
+    kept = ["rs_1", "msg_1"] if store is False else ["rs_1", "rs_2", "msg_1"]
+    assert carried == [*kept, "fc_call_1", None]  # the call, then its output
+    assert requests[1]["input"][1] == REASONING
+
+
 def test_a_round_mixing_gateway_and_client_calls_is_not_continued_and_its_end_relayed():
     codec = codec_for({"model": "m", "input": "hi"}, True)
     answer = response_events(
