@@ -1,13 +1,13 @@
 """The OpenAI Responses codec on the recorded exchanges (../shared/fixtures/openai/responses) and on events
 written by hand, streaming and blocking, no process: what the client sees, what the next request holds, the
-token counts; and the Responses family's error shapes."""
+token counts."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from shared.families import Family, error_body, error_event, family_of_path
+from shared.families import Family, error_event
 from shared.job import InterceptionJob
 from shared.mcp.tools import McpTool
 from shared.token_counts import TokenCounts
@@ -250,26 +250,6 @@ def test_responses_usage_reads_as_token_counts_with_input_never_below_zero():
     )
     odd = {"input_tokens": 5, "input_tokens_details": {"cached_tokens": 9}, "output_tokens": 1}
     assert token_counts(odd) == TokenCounts(input=0, output=1, cache_read=9)
-
-
-def test_the_responses_family_speaks_openai_errors_and_its_own_error_event():
-    assert family_of_path("/openai/v1/responses") is Family.OPENAI_RESPONSES
-    assert family_of_path("/openai/v1/responses/resp_1/input_items") is Family.OPENAI_RESPONSES
-    assert family_of_path("/openai/v1/responsesx") is Family.OPENAI_CHAT
-    assert family_of_path("/openai/v1/chat/completions") is Family.OPENAI_CHAT
-    body = error_body(Family.OPENAI_RESPONSES, 502, "cut", "upstream_error", "upstream_cut")
-    assert orjson.loads(body)["error"] == {
-        "message": "cut",
-        "type": "upstream_error",
-        "code": "upstream_cut",
-        "param": None,
-    }
-    assert data_of(error_event(Family.OPENAI_RESPONSES, body)) == {
-        "type": "error",
-        "code": "upstream_cut",
-        "message": "cut",
-        "param": None,
-    }
 
 
 def test_the_recorded_prompt_is_the_responses_input_string_or_its_last_user_message():
