@@ -1,7 +1,8 @@
 """Relays one job's Redis Stream to its client.
 
 The first decisive message sets the HTTP answer: ``open`` starts an SSE stream; ``error`` or ``result`` before
-it is sent as one JSON body with its status. The API never parses chunk JSON: it only frames bytes.
+it is sent as one JSON body with its status. The API parses no chunk JSON, it only frames bytes; but for
+a stream's error event in the Responses family, it reads the last chunk it relayed to number that event on.
 """
 
 from __future__ import annotations
@@ -188,6 +189,7 @@ class SSERelay(Response):
         now = time.monotonic()
         last_seen = last_sent = now
         batch = self._pending
+        last_chunk = b""  # the client's last chunk, read only to number a Responses error event on from it
         while True:
             out = bytearray()
             finished = False
@@ -195,9 +197,10 @@ class SSERelay(Response):
                 if message.kind is MessageKind.CHUNK:
                     skip = self._resume_within[1] if entry_id == self._resume_within[0] else 0
                     out += sse_events(entry_id, message.data, skip)
+                    last_chunk = message.data
                     self._observe(entry_id, message.data.count(EVENT_SEPARATOR) + 1)
                 elif message.kind is MessageKind.ERROR:
-                    out += sse_events(entry_id, error_event(self._family, message.data))
+                    out += sse_events(entry_id, error_event(self._family, message.data, last_chunk))
                 elif message.kind is MessageKind.DONE:  # the end marker, if any, was the upstream's own chunk
                     finished = True
                     break
@@ -207,7 +210,8 @@ class SSERelay(Response):
                 last_seen = now
             elif now - (last_seen := max(last_seen, self._tail.heard_at)) >= settings.heartbeat_timeout:
                 await cancel(self._state, self._interception_id)
-                out += error_event(self._family, worker_silent().body(self._family)) + b"\n\n"
+                silent = worker_silent().body(self._family)
+                out += error_event(self._family, silent, last_chunk) + b"\n\n"
                 finished = True
             elif now - last_sent >= settings.keepalive_interval:
                 out += PING

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from shared.errors import error_object, normalize_error_body
-from shared.sse import data_field
+from shared.sse import EVENT_SEPARATOR, data_field
 
 
 class Family(StrEnum):
@@ -97,33 +97,52 @@ def normalize_error(family: Family, status: int, raw: bytes) -> bytes:
     return _anthropic(status, f"{fallback}: {text}" if text else fallback)
 
 
-def error_event(family: Family, body: bytes) -> bytes:
+def error_event(family: Family, body: bytes, after: bytes = b"") -> bytes:
     """An error ``body`` as the lines of one event of ``family``'s stream (no blank line, no ``id:``):
     chat's ``data: <body>``, Anthropic's ``event: error`` then ``data: <body>``, Responses' ``event: error``
-    then ``data: {"type": "error", "code", "message", "param"}`` (and the ``sequence_number`` the body
-    carries beside its error, when the worker knew it)."""
+    then ``data: {"type": "error", "code", "message", "param", "sequence_number"}``. ``after``: the data
+    of the last chunk the client got, which a Responses error event is numbered on from, unless the body
+    carries its ``sequence_number`` beside its error (when the worker knew it)."""
     if family is Family.ANTHROPIC_MESSAGES:
         return b"event: error\n" + data_field(body)
     if family is Family.OPENAI_RESPONSES:
-        return b"event: error\n" + data_field(responses_error_data(body))
+        return b"event: error\n" + data_field(responses_error_data(body, after))
     return data_field(body)
 
 
-def responses_error_data(body: bytes) -> bytes:
-    """An OpenAI-shaped error body as the data of a Responses ``error`` event."""
+def responses_error_data(body: bytes, after: bytes = b"") -> bytes:
+    """An OpenAI-shaped error body as the data of a Responses ``error`` event, numbered as the body says or
+    on from the events in ``after`` (a chunk's data)."""
     parsed = _json(body)
     error = parsed.get("error") if isinstance(parsed, dict) else None
     if not isinstance(error, dict):
-        return orjson.dumps({"type": "error", "code": None, "message": body.decode("utf-8", "replace")})
-    event = {
-        "type": "error",
-        "code": error.get("code"),
-        "message": error.get("message"),
-        "param": error.get("param"),
-    }
-    if isinstance(parsed.get("sequence_number"), int):
-        event["sequence_number"] = parsed["sequence_number"]
-    return orjson.dumps(event)
+        error = {"code": None, "message": body.decode("utf-8", "replace"), "param": None}
+    said = parsed.get("sequence_number") if isinstance(parsed, dict) else None
+    return orjson.dumps(
+        {
+            "type": "error",
+            "code": error.get("code"),
+            "message": error.get("message"),
+            "param": error.get("param"),
+            "sequence_number": said if _is_int(said) else next_sequence_number(after),
+        }
+    )
+
+
+def next_sequence_number(chunk: bytes) -> int:
+    """The ``sequence_number`` after the last one among the Responses events of ``chunk`` (their lines,
+    joined by ``shared.sse.EVENT_SEPARATOR``); 0 if none has one."""
+    for event in reversed(chunk.split(EVENT_SEPARATOR)):
+        data = b"\n".join(
+            line.removeprefix(b"data:").removeprefix(b" ")
+            for line in event.split(b"\n")
+            if line.startswith(b"data:")
+        )
+        parsed = _json(data)
+        number = parsed.get("sequence_number") if isinstance(parsed, dict) else None
+        if _is_int(number):
+            return number + 1
+    return 0
 
 
 def _anthropic(status: int, message: str) -> bytes:
@@ -132,6 +151,10 @@ def _anthropic(status: int, message: str) -> bytes:
 
 def _anthropic_body(type_: str, message: str) -> bytes:
     return orjson.dumps({"type": "error", "error": {"type": type_, "message": message}})
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _json(raw: bytes) -> Any:

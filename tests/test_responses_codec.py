@@ -1,13 +1,13 @@
 """The OpenAI Responses codec on the recorded exchanges (../shared/fixtures/openai/responses) and on events
 written by hand, streaming and blocking, no process: what the client sees, what the next request holds, the
-token counts; and the Responses family's error shapes."""
+token counts."""
 
 from __future__ import annotations
 
 import orjson
 import pytest
 
-from shared.families import Family, error_body, error_event, family_of_path
+from shared.families import Family, error_event
 from shared.job import InterceptionJob
 from shared.mcp.tools import McpTool
 from shared.token_counts import TokenCounts
@@ -219,6 +219,20 @@ def test_a_tool_round_after_text_numbers_the_next_rounds_items_on_and_carries_re
     assert requests[1]["store"] is False
 
 
+@pytest.mark.parametrize("store", [False, True, None])
+def test_without_store_only_reasoning_with_its_encrypted_content_is_carried_into_the_next_round(store):
+    injected = "bmcp_coder_coder_list_workspaces"
+    body = {"model": "m", "input": "hi"} | ({} if store is None else {"store": store})
+    bare = {key: value for key, value in {**REASONING, "id": "rs_2"}.items() if key != "encrypted_content"}
+    first = response_events("resp_a", [REASONING, bare, TEXT, call(injected)], 0, USAGE)
+    second = response_events("resp_b", [{**TEXT, "id": "msg_2"}], 0, USAGE)
+    _, _, requests = stream_rounds(codec_for(body, True), [first, second])
+    carried = [item.get("id") for item in requests[1]["input"][1:]]
+    kept = ["rs_1", "msg_1"] if store is False else ["rs_1", "rs_2", "msg_1"]
+    assert carried == [*kept, "fc_call_1", None]  # the call, then its output
+    assert requests[1]["input"][1] == REASONING
+
+
 def test_a_round_mixing_gateway_and_client_calls_is_not_continued_and_its_end_relayed():
     codec = codec_for({"model": "m", "input": "hi"}, True)
     answer = response_events(
@@ -236,26 +250,6 @@ def test_responses_usage_reads_as_token_counts_with_input_never_below_zero():
     )
     odd = {"input_tokens": 5, "input_tokens_details": {"cached_tokens": 9}, "output_tokens": 1}
     assert token_counts(odd) == TokenCounts(input=0, output=1, cache_read=9)
-
-
-def test_the_responses_family_speaks_openai_errors_and_its_own_error_event():
-    assert family_of_path("/openai/v1/responses") is Family.OPENAI_RESPONSES
-    assert family_of_path("/openai/v1/responses/resp_1/input_items") is Family.OPENAI_RESPONSES
-    assert family_of_path("/openai/v1/responsesx") is Family.OPENAI_CHAT
-    assert family_of_path("/openai/v1/chat/completions") is Family.OPENAI_CHAT
-    body = error_body(Family.OPENAI_RESPONSES, 502, "cut", "upstream_error", "upstream_cut")
-    assert orjson.loads(body)["error"] == {
-        "message": "cut",
-        "type": "upstream_error",
-        "code": "upstream_cut",
-        "param": None,
-    }
-    assert data_of(error_event(Family.OPENAI_RESPONSES, body)) == {
-        "type": "error",
-        "code": "upstream_cut",
-        "message": "cut",
-        "param": None,
-    }
 
 
 def test_the_recorded_prompt_is_the_responses_input_string_or_its_last_user_message():

@@ -8,10 +8,11 @@ import httpx2
 import openai
 import orjson
 import pytest
+from openai.types.responses import ResponseErrorEvent, ResponseStreamEvent
 
 from tests.anthropic_events import sse
 from tests.anthropic_upstream import events, sse_reply
-from tests.fake_upstream import RawReply
+from tests.fake_upstream import RawReply, SSEReply
 from tests.fixtures import RESPONSES_FIXTURES, as_reply, needs_responses_fixtures, read_txtar
 from tests.responses_events import TEXT, USAGE, as_sse, call, data_of, injected_name, response_events
 
@@ -142,6 +143,47 @@ def test_a_recorded_error_of_another_shape_still_ends_the_stream_as_an_error_eve
     name, error = seen[-1]
     assert name == "error" and error["type"] == "error" and "not found" in error["message"]
     assert error["sequence_number"] == seen[-2][1]["sequence_number"] + 1
+
+
+def numbered_on_to_the_error(seen: list[ResponseStreamEvent]) -> ResponseErrorEvent:
+    """The stream's error event, checked: last, and numbered one after the event before it, as all are."""
+    error = seen[-1]
+    assert isinstance(error, ResponseErrorEvent) and len(seen) > 1
+    assert [event.sequence_number for event in seen] == list(range(len(seen)))
+    return error
+
+
+def test_the_round_limit_error_event_is_numbered_on_from_the_last_event(tool_gateway, upstream):
+    again = response_events("resp_loop", [TEXT, call(WORKSPACES)], 0, USAGE)
+    model, scenario = upstream.scenario(sse_reply(as_sse(again)))
+    seen = list(client(tool_gateway).responses.create(model=model, input="loop", stream=True))
+    assert numbered_on_to_the_error(seen).code == "tool_round_limit"
+    assert len(scenario.received) == 4
+
+
+def test_a_cut_streams_error_event_is_numbered_on_from_the_last_event(gateway, upstream):
+    sent = [event.data for event in response_events("resp_cut", [TEXT], 0, USAGE)]
+    model, _ = upstream.scenario(SSEReply(sent, drop_after=3, done=False))
+    seen = list(client(gateway).responses.create(model=model, input="cut", stream=True))
+    numbered_on_to_the_error(seen)
+    assert [event.type for event in seen[:-1]] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+    ]
+
+
+def test_the_apis_worker_lost_error_event_is_numbered_on_from_the_last_event(make_gateway, upstream):
+    doomed = make_gateway()
+    sent = [event.data for event in response_events("resp_lost", [TEXT], 0, USAGE)]
+    model, _ = upstream.scenario(SSEReply(sent, pause_after=2, pause=30))
+    seen: list[ResponseStreamEvent] = []
+    for event in client(doomed).responses.create(model=model, input="lost", stream=True):
+        seen.append(event)
+        if event.type == "response.in_progress" and doomed.workers[0].returncode is None:
+            doomed.workers[0].kill()
+            doomed.workers[0].wait(5)
+    assert numbered_on_to_the_error(seen).code == "worker_timeout"
 
 
 @needs_responses_fixtures

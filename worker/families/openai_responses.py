@@ -11,7 +11,8 @@ A tool round continues with the full conversation: the client's ``input``, the r
 reasoning items, with their ``encrypted_content`` when the client asked for it) and the tool results as
 ``function_call_output`` items, the client's own ``previous_response_id`` kept. That is correct whether the
 client stores responses or not (Codex sends ``store: false``, where continuing from the last upstream
-response's id would fail)."""
+response's id would fail). With ``store: false`` a reasoning item is carried only with its
+``encrypted_content``: the upstream kept no copy to find it by its id."""
 
 from __future__ import annotations
 
@@ -41,6 +42,12 @@ def input_items(value: Any) -> list[Any]:
     if isinstance(value, str):
         return [{"type": "message", "role": "user", "content": value}]
     return list(value or [])
+
+
+def is_reasoning_without_its_content(item: dict[str, Any]) -> bool:
+    """A reasoning item without its ``encrypted_content``: only a stored response lets the upstream resolve
+    it by id."""
+    return item.get("type") == "reasoning" and not item.get("encrypted_content")
 
 
 class ResponsesCodec:
@@ -80,7 +87,10 @@ class ResponsesCodec:
         responses_round = _own(round)
         self._interception.shown.extend(responses_round.shown_items())
         outputs = [function_call_output(result) for result in results]
-        self._input = [*input_items(self._input), *responses_round.output_items(), *outputs]
+        carried = responses_round.output_items()
+        if self._body.get("store") is False:
+            carried = [item for item in carried if not is_reasoning_without_its_content(item)]
+        self._input = [*input_items(self._input), *carried, *outputs]
 
     def take_aliases(self) -> dict[str, str]:
         aliases, self._interception.aliases = self._interception.aliases, {}
