@@ -1,5 +1,5 @@
-"""A standalone fake OpenAI and Anthropic upstream for benchmarks: a real HTTP/1.1 server, run as its own
-process.
+"""A standalone fake OpenAI (chat completions, Responses) and Anthropic upstream for benchmarks: a real
+HTTP/1.1 server, run as its own process.
 
     python -m bench.fake_upstream --port 9000 --ttft 0.05 --delay 0.01 --chunks 100
 
@@ -13,6 +13,13 @@ delays do not drift), then a usage chunk and ``data: [DONE]`` together with the 
 ``message_start``, ``content_block_start`` (a text block) and ``ping`` before the first of ``chunks``
 ``content_block_delta`` text deltas, then ``content_block_stop``, ``message_delta`` (stop reason, usage) and
 ``message_stop`` together with the last one; without it, one message after ``ttft``.
+
+``POST /v1/responses`` (OpenAI Responses) with ``"stream": true`` answers on the same schedule with named
+events, each with its ``sequence_number``: ``response.created``, ``response.in_progress``,
+``response.output_item.added`` and ``response.content_part.added`` before the first of ``chunks``
+``response.output_text.delta`` events, then ``response.output_text.done``, ``response.content_part.done``,
+``response.output_item.done`` and ``response.completed`` (usage) together with the last one; without it,
+one response after ``ttft``. (The answers are encoded in ``bench.fake_answers``.)
 
 A request may override the timing with the bench-only body fields ``bench_ttft``, ``bench_delay`` and
 ``bench_chunks`` (the gateway passes unknown fields through unchanged).
@@ -33,228 +40,40 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import math
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
 
-CHUNK_ID = "chatcmpl-bench"
-MESSAGE_ID = "msg_bench"
-MODEL = "bench-model"
-CREATED = 1753357673
-CHUNK_TEXT = "tok "
-PROMPT_TOKENS = 12
-TOOL_PREFIX = "bmcp_"
-TOOL_ARGUMENTS = '{"text": "bench"}'
+from bench.fake_answers import (
+    MODELS_RESPONSE,
+    SSE_HEAD,
+    completion_response,
+    error_response,
+    json_response,
+    message_response,
+    messages_stream_writes,
+    offered_tool,
+    response_response,
+    responses_stream_writes,
+    stream_writes,
+    tool_call_writes,
+)
+
 SLOT = 0.001  # seconds: writes due in the same slot go out from one timer callback (libuv's timer resolution)
 MAX_REQUEST = 1 << 22
 CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
 MESSAGES_PATHS = ("/v1/messages",)
-
-SSE_HEAD = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-    b"Transfer-Encoding: chunked\r\n\r\n"
-)
-LAST_CHUNK = b"0\r\n\r\n"
-
-
-def _chunk(delta: dict[str, Any] | None, usage: dict[str, int] | None = None) -> dict[str, Any]:
-    return {
-        "id": CHUNK_ID,
-        "object": "chat.completion.chunk",
-        "created": CREATED,
-        "model": MODEL,
-        "system_fingerprint": None,
-        "choices": []
-        if delta is None
-        else [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}],
-        "usage": usage,
-    }
-
-
-def _usage(chunks: int) -> dict[str, int]:
-    return {
-        "prompt_tokens": PROMPT_TOKENS,
-        "completion_tokens": chunks,
-        "total_tokens": PROMPT_TOKENS + chunks,
-    }
-
-
-def _event(body: dict[str, Any]) -> bytes:
-    return b"data: " + orjson.dumps(body) + b"\n\n"
-
-
-def _framed(payload: bytes) -> bytes:
-    """One HTTP/1.1 chunk."""
-    return b"%x\r\n%b\r\n" % (len(payload), payload)
-
-
-def _writes(bodies: list[dict[str, Any]], usage: dict[str, int]) -> tuple[bytes, ...]:
-    """One framed write per content chunk; the last also carries the usage chunk, ``[DONE]`` and the end of
-    the chunked body."""
-    events = [_event(body) for body in bodies]
-    events[-1] += _event(_chunk(None, usage)) + b"data: [DONE]\n\n"
-    writes = [_framed(event) for event in events]
-    writes[-1] += LAST_CHUNK
-    return tuple(writes)
-
-
-@functools.lru_cache(maxsize=64)
-def stream_writes(chunks: int) -> tuple[bytes, ...]:
-    """The writes of one streamed answer of ``chunks`` content chunks (see ``_writes``)."""
-    bodies = []
-    for index in range(chunks):
-        delta: dict[str, Any] = {"content": CHUNK_TEXT}
-        if index == 0:
-            delta = {"role": "assistant", "content": CHUNK_TEXT, "refusal": None}
-        body = _chunk(delta)
-        if index == chunks - 1:
-            body["choices"][0]["finish_reason"] = "stop"
-        bodies.append(body)
-    return _writes(bodies, _usage(chunks))
-
-
-@functools.lru_cache(maxsize=16)
-def tool_call_writes(tool: str) -> tuple[bytes, ...]:
-    """The writes of an answer that calls ``tool``: name, arguments, finish_reason tool_calls."""
-    call = {"index": 0, "id": "call_bench", "type": "function", "function": {"name": tool, "arguments": ""}}
-    bodies = [
-        _chunk({"role": "assistant", "content": None, "tool_calls": [call]}),
-        _chunk({"tool_calls": [{"index": 0, "function": {"arguments": TOOL_ARGUMENTS}}]}),
-        _chunk({}),
-    ]
-    bodies[-1]["choices"][0]["finish_reason"] = "tool_calls"
-    return _writes(bodies, _usage(len(bodies)))
-
-
-@functools.lru_cache(maxsize=64)
-def completion_response(chunks: int) -> bytes:
-    body = orjson.dumps(
-        {
-            "id": CHUNK_ID,
-            "object": "chat.completion",
-            "created": CREATED,
-            "model": MODEL,
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": CHUNK_TEXT * chunks, "refusal": None},
-                    "logprobs": None,
-                    "finish_reason": "stop",
-                }
-            ],
-            "usage": _usage(chunks),
-        }
-    )
-    return json_response(200, body)
-
-
-def _message(content: list[dict[str, Any]], stop_reason: str | None, output_tokens: int) -> dict[str, Any]:
-    return {
-        "id": MESSAGE_ID,
-        "type": "message",
-        "role": "assistant",
-        "model": MODEL,
-        "content": content,
-        "stop_reason": stop_reason,
-        "stop_sequence": None,
-        "usage": {
-            "input_tokens": PROMPT_TOKENS,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-            "output_tokens": output_tokens,
-        },
-    }
-
-
-def _named_event(body: dict[str, Any]) -> bytes:
-    return b"event: " + body["type"].encode() + b"\n" + _event(body)
-
-
-@functools.lru_cache(maxsize=64)
-def messages_stream_writes(chunks: int) -> tuple[bytes, ...]:
-    """The writes of one streamed Anthropic message of ``chunks`` text deltas: one framed write per delta,
-    the first also carrying the message's and the block's start and a ping, the last the block's and the
-    message's end (and the end of the chunked body)."""
-    delta = _named_event(
-        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": CHUNK_TEXT}}
-    )
-    events = [delta] * chunks
-    events[0] = (
-        _named_event({"type": "message_start", "message": _message([], None, 1)})
-        + _named_event(
-            {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}
-        )
-        + _named_event({"type": "ping"})
-        + delta
-    )
-    events[-1] += (
-        _named_event({"type": "content_block_stop", "index": 0})
-        + _named_event(
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-                "usage": {"output_tokens": chunks},
-            }
-        )
-        + _named_event({"type": "message_stop"})
-    )
-    writes = [_framed(event) for event in events]
-    writes[-1] += LAST_CHUNK
-    return tuple(writes)
-
-
-@functools.lru_cache(maxsize=64)
-def message_response(chunks: int) -> bytes:
-    return json_response(
-        200, orjson.dumps(_message([{"type": "text", "text": CHUNK_TEXT * chunks}], "end_turn", chunks))
-    )
-
-
-def json_response(status: int, body: bytes) -> bytes:
-    reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 411: "Length Required"}[status]
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
-
-
-MODELS_RESPONSE = json_response(
-    200,
-    orjson.dumps(
-        {
-            "object": "list",
-            "data": [{"id": MODEL, "object": "model", "created": CREATED, "owned_by": "bench"}],
-        }
-    ),
-)
-
-
-def error_response(status: int, message: str) -> bytes:
-    error = {"error": {"message": message, "type": "invalid_request_error", "code": None}}
-    return json_response(status, orjson.dumps(error))
+RESPONSES_PATHS = ("/v1/responses", "/responses")
 
 
 def _number(body: dict[str, Any], name: str, default: float) -> float:
     value = body.get(name)
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
-
-
-def offered_tool(body: dict[str, Any]) -> str | None:
-    """The first injected (``bmcp_``) function the request offers, unless its conversation already has a
-    tool result."""
-    messages = body.get("messages")
-    if isinstance(messages, list) and any(isinstance(m, dict) and m.get("role") == "tool" for m in messages):
-        return None
-    for tool in body.get("tools") or ():
-        name = tool.get("function", {}).get("name", "") if isinstance(tool, dict) else ""
-        if isinstance(name, str) and name.startswith(TOOL_PREFIX):
-            return name
-    return None
 
 
 @dataclass
@@ -353,7 +172,9 @@ class UpstreamConnection(asyncio.Protocol):
         if route in CHAT_PATHS:
             self.fake.chat(self, body)
         elif route in MESSAGES_PATHS:
-            self.fake.messages(self, body)
+            self.fake.plain(self, body, messages_stream_writes, message_response)
+        elif route in RESPONSES_PATHS:
+            self.fake.plain(self, body, responses_stream_writes, response_response)
         else:
             self.reply(error_response(404, f"no route {path}"))
 
@@ -395,7 +216,14 @@ class FakeUpstream:
         self.delay = delay
         self.chunks = chunks
         self.scheduler = Scheduler(asyncio.get_running_loop())
-        for encode in (stream_writes, completion_response, messages_stream_writes, message_response):
+        for encode in (
+            stream_writes,
+            completion_response,
+            messages_stream_writes,
+            message_response,
+            responses_stream_writes,
+            response_response,
+        ):
             encode(chunks)  # the default answers, before the first request
 
     def _timing(
@@ -434,16 +262,24 @@ class FakeUpstream:
         else:
             connection.start(stream_writes(chunks), ttft, delay)
 
-    def messages(self, connection: UpstreamConnection, raw: bytes) -> None:
+    def plain(
+        self,
+        connection: UpstreamConnection,
+        raw: bytes,
+        streamed: Callable[[int], tuple[bytes, ...]],
+        whole: Callable[[int], bytes],
+    ) -> None:
+        """An answer without a tool mode: ``streamed(chunks)``'s writes, or ``whole(chunks)`` without
+        ``"stream": true``."""
         request = self._timing(connection, raw)
         if request is None:
             return
         body, ttft, delay, chunks = request
         if body.get("stream") is not True:
-            self._answer_later(connection, ttft, message_response(chunks))
+            self._answer_later(connection, ttft, whole(chunks))
             return
         self.scheduler.streams += 1
-        connection.start(messages_stream_writes(chunks), ttft, delay)
+        connection.start(streamed(chunks), ttft, delay)
 
 
 async def serve(host: str, port: int, ttft: float, delay: float, chunks: int) -> None:

@@ -1,5 +1,5 @@
-"""The load generator of ``bench.run``: closed-loop clients holding streamed chat completions or Anthropic
-messages open, in a process of its own (``python -m bench.loadgen``, driven over a pipe: see ``bench.pipe``
+"""The load generator of ``bench.run``: closed-loop clients holding streamed chat completions, Anthropic
+messages or OpenAI responses open, in a process of its own (``python -m bench.loadgen``, driven over a pipe: see ``bench.pipe``
 and ``LoadGen``).
 
 Built to hold a thousand streams of a hundred chunks a second each from one process: a bare
@@ -7,9 +7,11 @@ Built to hold a thousand streams of a hundred chunks a second each from one proc
 (status, ``Transfer-Encoding``, ``Connection``); its body is not decoded: each read counts the chunks it
 holds (a few bytes of the previous read kept, so that one split across two reads is counted once) and
 timestamps them all at the read. A chunk is what ``Wire`` says per API family: chat completions' ``data:``
-events (``[DONE]`` not counted), Anthropic's ``content_block_delta`` events. The stream is complete at the
-read that holds the family's end (``[DONE]``; ``message_stop``); with a chunked body the connection is kept
-alive for the client's next stream once the last chunk has arrived.
+events (``[DONE]`` not counted), Anthropic's ``content_block_delta`` events, Responses'
+``response.output_text.delta`` events (by the type in their data: LiteLLM sends them without ``event:``
+lines). The stream is complete at the read that holds the family's end (``[DONE]``; ``message_stop``;
+``response.completed``); with a chunked body the connection is kept alive for the client's next stream once
+the last chunk has arrived.
 """
 
 from __future__ import annotations
@@ -59,6 +61,13 @@ WIRES = {
         b"event: message_stop",
         False,
         b"event: error",
+    ),
+    "responses": Wire(
+        "Authorization: Bearer bench\r\n",
+        b'"response.output_text.delta"',
+        b'"response.completed"',
+        False,
+        b'"type":"error"',
     ),
 }
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from bench.loadgen import GAP_BUCKET
 from bench.stats import histogram_percentile, ms, percentile
-from bench.targets import DESCRIPTIONS, FAMILY_TITLES, Target
+from bench.targets import DESCRIPTIONS, FAMILY_STREAMS, FAMILY_TITLES, Target
 
 TARGET_TTFT_P50 = 0.010  # added, at concurrency 100
 TARGET_TTFT_CONCURRENCY = 100
@@ -169,12 +169,12 @@ def tables(document: dict[str, Any]) -> str:
         f"Python {m['python']}; load average before the run {m['load_average'][0]:.2f}.",
         "",
         f"Fake upstream: first chunk after {plan['ttft'] * 1000:.0f} ms, then {plan['chunks'] - 1} more "
-        f"{plan['delay'] * 1000:.0f} ms apart: {stream_ms:.0f} ms per stream (nominal). Chat completions: "
-        f"{plan['chunks']} content chunks, a usage chunk and `[DONE]` with the last; a chunk is a `data:` event. "
-        f"Anthropic Messages: {plan['chunks']} `content_block_delta` text deltas on the same schedule, "
-        "`message_start`, `content_block_start` and `ping` with the first, `content_block_stop`, `message_delta` "
-        "(usage) and `message_stop` with the last; a chunk is a `content_block_delta` event, the end "
-        "`message_stop`. Each phase: N closed-loop clients, first starts spread over "
+        f"{plan['delay'] * 1000:.0f} ms apart: {stream_ms:.0f} ms per stream (nominal), in every family. "
+        + " ".join(
+            f"{FAMILY_TITLES[family]}: {FAMILY_STREAMS[family].format(chunks=plan['chunks'])}."
+            for family in families
+        )
+        + " Each phase: N closed-loop clients, first starts spread over "
         f"one stream, {plan['seconds']:g} s measured after that warm-up. Times in ms; p99 is nearest-rank. "
         "*Added*: the run's percentile minus the direct run's of the same family at the same concurrency, in "
         "this run. aibridge-mcp's streams include one extra upstream round (a tool call, "
@@ -245,8 +245,7 @@ def family_lines(document: dict[str, Any], title: str) -> list[str]:
         "",
         f"#### Throughput and CPU: {title}",
         "",
-        "Completed streams and chunks (as defined above: chat `data:` events without `[DONE]`; Anthropic "
-        "`content_block_delta` events) received by the clients inside the "
+        "Completed streams and chunks (as defined above for each family) received by the clients inside the "
         "measured window, per second. CPU: seconds of CPU (user + system, /proc, 10 ms ticks) each process "
         "used over the window per 1,000 chunks received in it (`—`: not part of the run; the load generator "
         "and the fake upstream are the harness, Redis is shared with other users of the machine). CPUs busy: "

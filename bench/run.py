@@ -1,19 +1,21 @@
 """Gateway benchmark: aibridge against the upstream called directly and against LiteLLM's proxy, at rising
 concurrency.
 
-    python -m bench.run [--quick] [--family chat|anthropic|both] [--concurrency 1,10,100,500,1000]
+    python -m bench.run [--quick] [--family chat|anthropic|responses|both|all]
+                        [--concurrency 1,10,100,500,1000]
                         [--runs direct,aibridge,aibridge-2w,litellm,aibridge-mcp] [--seconds S] [--out DIR]
                         [--litellm-python PATH]
 
-Starts the fake upstream (``bench.fake_upstream``: 50 ms to the first chunk, then 100 chunks 10 ms apart)
-and the load generator (``bench.loadgen``, one process per 500 concurrent streams), then for each API family
-(chat completions, Anthropic Messages, or both) and each run (see ``bench.targets``) its processes, and for
-each concurrency N one phase: N closed-loop clients (each starts
-its next stream when its previous one ended), their first starts spread evenly over one stream's duration;
-the streams started in that first duration are the warm-up, the ones started in the next ``--seconds`` are
-measured (followed to their end, the clients still running meanwhile), and the chunks and completed streams
-inside that window give the throughput. Meanwhile the CPU time of every process (from /proc/<pid>/stat over
-the window) and its resident memory (VmRSS every 100 ms over the phase, and just before it) are taken.
+Starts the fake upstream (``bench.fake_upstream``: 50 ms to the first chunk, then 100 chunks 10 ms apart) and
+the load generator (``bench.loadgen``, one process per 500 concurrent streams), then for each API family (chat
+completions, Anthropic Messages, OpenAI Responses; ``both``: the first two; ``all``, the default: the three)
+and each run (see ``bench.targets``) its processes, and for each concurrency N one phase: N closed-loop
+clients (each starts its next stream when its previous one ended), their first starts spread evenly over one
+stream's duration; the streams started in that first duration are the warm-up, the ones started in the next
+``--seconds`` are measured (followed to their end, the clients still running meanwhile), and the chunks and
+completed streams inside that window give the throughput. Meanwhile the CPU time of every process (from
+/proc/<pid>/stat over the window) and its resident memory (VmRSS every 100 ms over the phase, and just before
+it) are taken.
 
 Prints the markdown tables on stdout (progress on stderr) and writes ``results.json``, ``tables.md`` and
 ``overview.png`` into ``--out`` (default ``bench/results/<UTC time>/``). Only 127.0.0.1 is contacted; every
@@ -57,6 +59,7 @@ from shared.local import free_port
 RSS_INTERVAL = 0.1
 SETTLE = 0.3  # seconds between phases
 START_DELAY = 0.2  # from sending a phase to its first client's start
+FAMILY_GROUPS = {"both": ("chat", "anthropic"), "all": FAMILIES}
 
 
 @dataclass(frozen=True)
@@ -272,9 +275,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--family",
-        choices=(*FAMILIES, "both"),
-        default="both",
-        help="API family: chat completions, Anthropic Messages, or both one after the other (default both)",
+        choices=(*FAMILIES, *FAMILY_GROUPS),
+        default="all",
+        help="API family: chat completions, Anthropic Messages, OpenAI Responses, both (chat and anthropic) "
+        "or all three one after the other (default all)",
     )
     parser.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated, of {', '.join(RUNS)}")
     parser.add_argument("--seconds", type=float, help="measured seconds per phase (default 10; --quick 1)")
@@ -296,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     raise_open_files_limit()
     import uvloop
 
-    families = list(FAMILIES) if args.family == "both" else [args.family]
+    families = list(FAMILY_GROUPS.get(args.family, (args.family,)))
     try:
         document = uvloop.run(run(plan, families, runs, args.litellm_python))
     except asyncio.CancelledError:

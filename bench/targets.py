@@ -1,6 +1,6 @@
 """What ``bench.run`` sends its streams to: the fake upstream directly, aibridge (one API and one or two
-workers, optionally with an MCP tool injected), or LiteLLM's proxy, for one API family (chat completions or
-Anthropic Messages). Each target starts its processes, knows their ids (for CPU time and memory) and stops
+workers, optionally with an MCP tool injected), or LiteLLM's proxy, for one API family (chat completions,
+Anthropic Messages or OpenAI Responses). Each target starts its processes, knows their ids (for CPU time and memory) and stops
 them."""
 
 from __future__ import annotations
@@ -37,14 +37,30 @@ DESCRIPTIONS = {
     "litellm": "LiteLLM proxy, one process",
     "aibridge-mcp": "aibridge, one API and one worker, one MCP tool call per request (fast tool)",
 }
-FAMILIES = ("chat", "anthropic")
-FAMILY_TITLES = {"chat": "Chat completions", "anthropic": "Anthropic Messages"}
+FAMILIES = ("chat", "anthropic", "responses")
+FAMILY_TITLES = {
+    "chat": "Chat completions",
+    "anthropic": "Anthropic Messages",
+    "responses": "OpenAI Responses",
+}
+# what a family's stream holds, what the load generator counts as a chunk in it and where it ends
+FAMILY_STREAMS = {
+    "chat": "{chunks} content chunks, a usage chunk and `[DONE]` with the last; a chunk is a `data:` event",
+    "anthropic": "{chunks} `content_block_delta` text deltas, `message_start`, `content_block_start` and "
+    "`ping` with the first, `content_block_stop`, `message_delta` (usage) and `message_stop` with the last; a "
+    "chunk is a `content_block_delta` event, the end `message_stop`",
+    "responses": "{chunks} `response.output_text.delta` events, `response.created`, `response.in_progress`, "
+    "`response.output_item.added` and `response.content_part.added` with the first, the three `...done` events "
+    "and `response.completed` (usage) with the last, each event with its `sequence_number`; a chunk is a "
+    "`response.output_text.delta` event (the first one is the first token), the end `response.completed`",
+}
 # route per family: (direct and LiteLLM, aibridge)
 PATHS = {
     "chat": ("/v1/chat/completions", "/openai/v1/chat/completions"),
     "anthropic": ("/v1/messages", "/anthropic/v1/messages"),
+    "responses": ("/v1/responses", "/openai/v1/responses"),
 }
-ANTHROPIC_RUNS = ("direct", "aibridge", "aibridge-2w", "litellm")
+TOOL_MODE_FAMILIES = ("chat",)  # the fake upstream answers with a tool call in these only
 ANTHROPIC_MODEL = litellm_proxy.ANTHROPIC_MODEL
 HEADERS = {"anthropic-version": "2023-06-01"}  # what Anthropic clients send (the chat routes ignore it)
 TOOL_WAIT = 30.0
@@ -73,8 +89,16 @@ def anthropic_body(**extra: Any) -> dict[str, Any]:
     }
 
 
+def responses_body(**extra: Any) -> dict[str, Any]:
+    """The request every Responses stream sends (``extra`` as ``chat_body``'s)."""
+    return {"model": "bench-model", "input": "Say something long.", "stream": True, **extra}
+
+
+BODIES = {"chat": chat_body, "anthropic": anthropic_body, "responses": responses_body}
+
+
 def request_body(family: str, **extra: Any) -> dict[str, Any]:
-    return (anthropic_body if family == "anthropic" else chat_body)(**extra)
+    return BODIES[family](**extra)
 
 
 def short_body(family: str) -> dict[str, Any]:
@@ -84,8 +108,9 @@ def short_body(family: str) -> dict[str, Any]:
 
 def unsupported(run: str, family: str) -> str | None:
     """Why ``run`` has no ``family`` variant (None if it has)."""
-    if family == "anthropic" and run not in ANTHROPIC_RUNS:
-        return "no Anthropic variant (the fake upstream has no Anthropic tool mode)"
+    if run == "aibridge-mcp" and family not in TOOL_MODE_FAMILIES:
+        title = FAMILY_TITLES[family]
+        return f"no {title} variant (the fake upstream has no {title} tool mode)"
     return None
 
 
