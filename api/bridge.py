@@ -14,6 +14,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import Response
 
 from api.auth import Caller
+from api.background import start_background
 from api.errors import InvalidRequest
 from api.jobs import enqueue_and_follow, new_job
 from api.limits import read_body
@@ -108,10 +109,12 @@ def add_bridged_route(
     provider: str,
     parse: Parse,
     upstream_headers: Iterable[str] = (),
+    background: bool = False,
 ) -> None:
     """``POST <path>`` bridged through the queue, and ``GET <path>/{interception_id}/events`` resuming its
     streams. ``parse`` turns the raw body into the job's (InvalidRequest if it cannot); the request headers
-    named in ``upstream_headers`` (lower case) go upstream with the job."""
+    named in ``upstream_headers`` (lower case) go upstream with the job; with ``background``, a body with
+    ``background: true`` is a background response (api/background.py)."""
     forwarded = tuple(upstream_headers)
 
     async def intercept(request: Request, state: State, actor: Caller) -> Response:
@@ -137,9 +140,13 @@ def add_bridged_route(
                 family=family,
                 provider=provider,
                 client_headers={name: request.headers[name] for name in forwarded if name in request.headers},
+                background=background and body.get("background") is True,
             )
-            tail = await enqueue_and_follow(state, job)
-            response = await answer(state, job, tail, request, received_at)
+            if job.background:
+                response = await start_background(state, job, received_at)
+            else:
+                tail = await enqueue_and_follow(state, job)
+                response = await answer(state, job, tail, request, received_at)
         response.headers["X-AIBridge-Interception-Id"] = interception_id
         return response
 

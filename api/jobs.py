@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import orjson
@@ -19,12 +20,14 @@ from api.errors import GatewayError, InvalidRequest
 from api.limits import ActorLimited, Limits
 from api.state import ApiState
 from api.stream_hub import Tail
+from shared.background import response_id_of
 from shared.client_keys import Actor
 from shared.families import Family
 from shared.job import InterceptionJob
 from shared.keys import RedisKeys
 from shared.messages import ControlMessage
 from shared.providers import OPENAI
+from shared.redis import Command
 
 logger = logging.getLogger(__name__)
 
@@ -119,20 +122,36 @@ def add_job(
     )
 
 
-async def enqueue_and_follow(state: ApiState, job: InterceptionJob) -> Tail:
-    """Queue ``job`` and start following its stream, in one round trip to Redis; raises QueueFull or
-    ActorLimited, having queued nothing, when a limit refuses it."""
+async def enqueue_and_follow(state: ApiState, job: InterceptionJob, *, first: Sequence[Command] = ()) -> Tail:
+    """Queue ``job`` and start following its stream, in one round trip to Redis (``first`` as ``enqueue``
+    says); raises QueueFull or ActorLimited, having queued nothing, when a limit refuses it."""
     tail = state.streams.follow(state.keys.stream(job.interception_id))
     try:
-        async with state.redis.pipeline(transaction=False) as pipe:
-            add_job(pipe, state.keys, job, expires=state.settings.pickup_timeout, limits=state.limits)
-            state.streams.wake(pipe)
-            (verdict, value), *_ = await pipe.execute()
-        _raise_refusal(verdict, value)
+        await enqueue(state, job, first=first, also=state.streams.wake)
     except BaseException:
         tail.close()
         raise
     return tail
+
+
+async def enqueue(
+    state: ApiState,
+    job: InterceptionJob,
+    *,
+    first: Sequence[Command] = (),
+    also: Callable[[Pipeline], None] | None = None,
+) -> None:
+    """Queue ``job`` in one round trip, the commands ``first`` before it and what ``also`` adds to the pipeline
+    after; raises QueueFull or ActorLimited when a limit refuses it (``first`` is then undone by the caller)."""
+    async with state.redis.pipeline(transaction=False) as pipe:
+        for command in first:
+            pipe.execute_command(*command)
+        add_job(pipe, state.keys, job, expires=state.settings.pickup_timeout, limits=state.limits)
+        if also is not None:
+            also(pipe)
+        results = await pipe.execute()
+    verdict, value = results[len(first)]
+    _raise_refusal(verdict, value)
 
 
 def _raise_refusal(verdict: bytes, value: int) -> None:
@@ -186,7 +205,10 @@ def new_job(
     family: Family = Family.OPENAI_CHAT,
     provider: str = OPENAI,
     client_headers: dict[str, str] | None = None,
+    background: bool = False,
 ) -> InterceptionJob:
+    """The job of one request; a ``background`` one runs streamed upstream whatever its client asked, under
+    a response id of the gateway's own."""
     trace_context: dict[str, str] = {}
     propagate.inject(trace_context)  # the worker's spans become children of the current one
     return InterceptionJob(
@@ -195,11 +217,13 @@ def new_job(
         family=family,
         provider=provider,
         body=body,
-        streaming=body.get("stream") is True,
+        streaming=background or body.get("stream") is True,
         client_headers=client_headers or {},
         user_agent=user_agent,
         actor_id=actor.id if actor else None,
         actor_metadata=actor.metadata if actor else {},
         encrypted_upstream_key=encrypted_upstream_key,
         enqueued_at=time.time(),
+        background=background,
+        response_id=response_id_of(interception_id) if background else None,
     )

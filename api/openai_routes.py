@@ -3,13 +3,17 @@ responses and conversations passed through."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse, Response
 
+from api.auth import Caller
+from api.background import cancel_background, delete_background, retrieve, stream_background
 from api.bridge import BodyField, add_bridged_route, parse_conversation, parse_request
-from api.errors import GatewayError
-from api.passthrough import add_passthrough_route
+from api.passthrough import add_passthrough_route, forwarded_headers, proxy
+from api.state import State
+from shared.background import interception_of
 from shared.families import Family
 from shared.providers import OPENAI
 
@@ -40,13 +44,7 @@ def parse_chat_request(raw: bytes) -> dict[str, Any]:
 
 
 def parse_responses_request(raw: bytes) -> dict[str, Any]:
-    body = parse_request(raw, RESPONSES_FIELDS)
-    if body.get("background") is True:
-        message = "background responses are not supported by this gateway yet; send the request without it"
-        raise GatewayError(
-            501, message, "invalid_request_error", "background_unsupported", param="background"
-        )
-    return body
+    return parse_request(raw, RESPONSES_FIELDS)
 
 
 add_bridged_route(
@@ -66,11 +64,49 @@ add_bridged_route(
     provider=OPENAI,
     parse=parse_responses_request,
     upstream_headers=(*UPSTREAM_HEADERS, *CODEX_HEADERS),
+    background=True,
 )
-# Responses and conversations the gateway did not create itself are the provider's: passed through.
+PASSED_THROUGH = forwarded_headers(UPSTREAM_HEADERS)
+
+
+@router.get("/responses/{response_id}")
+async def get_response(
+    response_id: str,
+    request: Request,
+    state: State,
+    actor: Caller,
+    stream: bool = False,
+    starting_after: Annotated[int | None, Query(ge=0)] = None,
+) -> Response:
+    """A background response of the gateway's own (its object, or its events after ``starting_after``); any
+    other response is the provider's."""
+    interception_id = interception_of(response_id)
+    if interception_id is None:
+        return await proxy(state, request, OPENAI, PASSED_THROUGH)
+    if stream:
+        return await stream_background(state, interception_id, response_id, actor, starting_after)
+    return JSONResponse(await retrieve(state, interception_id, response_id, actor))
+
+
+@router.post("/responses/{response_id}/cancel")
+async def cancel_response(response_id: str, request: Request, state: State, actor: Caller) -> Response:
+    interception_id = interception_of(response_id)
+    if interception_id is None:
+        return await proxy(state, request, OPENAI, PASSED_THROUGH)
+    return JSONResponse(await cancel_background(state, interception_id, response_id, actor))
+
+
+@router.delete("/responses/{response_id}")
+async def delete_response(response_id: str, request: Request, state: State, actor: Caller) -> Response:
+    interception_id = interception_of(response_id)
+    if interception_id is None:
+        return await proxy(state, request, OPENAI, PASSED_THROUGH)
+    return JSONResponse(await delete_background(state, interception_id, response_id, actor))
+
+
+# Responses and conversations the gateway did not create itself are the provider's: passed through (a response
+# id of its own is answered above).
 for method, path in (
-    ("GET", "/responses/{response_id}"),
-    ("DELETE", "/responses/{response_id}"),
     ("GET", "/responses/{response_id}/input_items"),
     ("POST", "/responses/input_tokens"),
     ("POST", "/conversations"),

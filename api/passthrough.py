@@ -128,12 +128,17 @@ def _error(family: Family, status: int, raw: bytes, headers: dict[str, str]) -> 
     return Response(normalize_error(family, status, raw), status, headers, media_type="application/json")
 
 
+def forwarded_headers(headers: Iterable[str]) -> frozenset[str]:
+    """The request headers a passthrough forwards: ``headers`` (lower case) besides content type and accept."""
+    return frozenset((*ALWAYS_FORWARDED, *headers))
+
+
 def add_passthrough_route(
     router: APIRouter, method: str, path: str, *, provider: str, headers: Iterable[str] = ()
 ) -> None:
     """``<method> <path>`` passed through to ``provider``, with the request headers named in ``headers``
     (lower case) besides content type and accept (and a POST's content length)."""
-    forwarded = frozenset((*ALWAYS_FORWARDED, *headers))
+    forwarded = forwarded_headers(headers)
 
     async def passthrough(request: Request, state: State, _: Caller) -> Response:
         return await proxy(state, request, provider, forwarded)

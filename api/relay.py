@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -111,11 +112,45 @@ async def answer(
             tail.close()
 
 
+class Supervisor(Protocol):
+    """What a relay does about its job when the client leaves, and when the worker falls silent."""
+
+    async def client_gone(self) -> None: ...
+
+    async def worker_silent(self) -> bool:
+        """True: the job is given up, the relay ends its stream with the worker-silent error; False: the relay
+        reads on (what became of the job will come down its stream)."""
+        ...
+
+
+class AttachedJob:
+    """A job that lives for its client: cancelled when the client leaves (unless it resumes within the
+    resume grace) or when its worker falls silent."""
+
+    def __init__(self, state: ApiState, interception_id: str) -> None:
+        self._state = state
+        self._interception_id = interception_id
+
+    async def client_gone(self) -> None:
+        state, grace = self._state, self._state.settings.resume_grace
+        if grace > 0:
+            key = state.keys.resumed(self._interception_id)
+            resumed = await state.redis.get(key)
+            await asyncio.sleep(grace)
+            if await state.redis.get(key) != resumed:
+                return
+        await cancel(state, self._interception_id)
+
+    async def worker_silent(self) -> bool:
+        await cancel(self._state, self._interception_id)
+        return True
+
+
 class SSERelay(Response):
     """The client's SSE stream, fed from the job's stream until ``done``: the upstream's end marker comes as
     a chunk, and a stream that could not be completed ends with its error event, in ``family``'s framing.
 
-    Cancels the job when the client leaves.
+    Its supervisor says what becomes of the job when the client leaves.
     """
 
     media_type = "text/event-stream"
@@ -131,9 +166,11 @@ class SSERelay(Response):
         *,
         resume_within: tuple[bytes, int] = (b"", 0),
         headers: dict[str, str] | None = None,
+        supervisor: Supervisor | None = None,
     ) -> None:
         """``resume_within``: an entry id and how many of its first events the client already has;
-        ``headers``: the upstream's, relayed (``shared.relayed_headers``)."""
+        ``headers``: the upstream's, relayed (``shared.relayed_headers``); ``supervisor``: what becomes of
+        the job when the client leaves or the worker falls silent (AttachedJob unless given)."""
         self.status_code = 200
         self.background = None
         self.init_headers({**(headers or {}), **SSE_HEADERS})  # no body, no length
@@ -143,6 +180,7 @@ class SSERelay(Response):
         self._tail = tail
         self._pending = pending
         self._resume_within = resume_within
+        self._supervisor = supervisor or AttachedJob(state, interception_id)
         self._received_at: float | None = received_at  # None once the first chunk is out
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -157,22 +195,11 @@ class SSERelay(Response):
             await asyncio.gather(relay, gone, return_exceptions=True)
             self._tail.close()
         if gone in done:
-            await self._client_gone()
+            await self._supervisor.client_gone()
         elif relay.exception() is not None:
             logger.error("interception %s: relay failed", self._interception_id, exc_info=relay.exception())
         else:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-    async def _client_gone(self) -> None:
-        """Cancel the job, unless within the resume grace another connection resumes its stream."""
-        state, grace = self._state, self._state.settings.resume_grace
-        if grace > 0:
-            key = state.keys.resumed(self._interception_id)
-            resumed = await state.redis.get(key)
-            await asyncio.sleep(grace)
-            if await state.redis.get(key) != resumed:
-                return
-        await cancel(state, self._interception_id)
 
     def _observe(self, entry_id: bytes, chunks: int) -> None:
         metrics = self._state.metrics
@@ -209,10 +236,12 @@ class SSERelay(Response):
             if batch:
                 last_seen = now
             elif now - (last_seen := max(last_seen, self._tail.heard_at)) >= settings.heartbeat_timeout:
-                await cancel(self._state, self._interception_id)
-                silent = worker_silent().body(self._family)
-                out += error_event(self._family, silent, last_chunk) + b"\n\n"
-                finished = True
+                if await self._supervisor.worker_silent():
+                    silent = worker_silent().body(self._family)
+                    out += error_event(self._family, silent, last_chunk) + b"\n\n"
+                    finished = True
+                else:
+                    last_seen = now
             elif now - last_sent >= settings.keepalive_interval:
                 out += PING
             if out:

@@ -78,11 +78,17 @@ def resume_point(last_event_id: str | None) -> tuple[bytes, tuple[bytes, int]]:
     found = EVENT_ID.fullmatch(last_event_id)
     if found is None or max(int(found[1]), int(found[2])) >= 2**64:  # beyond what Redis takes as an id
         raise InvalidRequest("Last-Event-ID must be the id of an event of this stream", "Last-Event-ID")
-    ms, seq, within = int(found[1]), int(found[2]), found[3]
+    entry_id, within = f"{int(found[1])}-{int(found[2])}".encode(), found[3]
     if within is None:
-        return f"{ms}-{seq}".encode(), (b"", 0)
+        return entry_id, (b"", 0)
+    return entry_before(entry_id), (entry_id, int(within) + 1)
+
+
+def entry_before(entry_id: bytes) -> bytes:
+    """The greatest stream entry id below ``entry_id`` (what to read after to get ``entry_id`` next)."""
+    ms, seq = entry_order(entry_id)
     before = f"{ms}-{seq - 1}" if seq else f"{max(ms - 1, 0)}-{2**64 - 1 if ms else 0}"
-    return before.encode(), (f"{ms}-{seq}".encode(), int(within) + 1)
+    return before.encode()
 
 
 async def resume_stream(

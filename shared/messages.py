@@ -50,7 +50,11 @@ class StreamMessage(BaseModel):
 
     @classmethod
     def from_fields(cls, fields: list[bytes]) -> StreamMessage:
-        values = dict(zip(fields[::2], fields[1::2], strict=True))
+        return cls.from_mapping(dict(zip(fields[::2], fields[1::2], strict=True)))
+
+    @classmethod
+    def from_mapping(cls, values: dict[bytes, bytes]) -> StreamMessage:
+        """The message of an entry as redis-py's XRANGE returns it (a dict of its fields)."""
         return cls(
             kind=values[b"k"],  # type: ignore[arg-type]
             data=values.get(b"d", b""),

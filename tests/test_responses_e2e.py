@@ -272,7 +272,7 @@ def test_what_the_gateway_does_not_own_goes_to_the_upstream_as_it_came(gateway, 
         ({"model": "m", "input": 7}, 400, "input"),
         ({"model": "m", "input": "hi", "tools": ["x"]}, 400, "tools"),
         ({"model": "m", "input": "hi", "stream": "yes"}, 400, "stream"),
-        ({"model": "m", "input": "hi", "background": True}, 501, "background"),
+        ({"model": "m", "input": "hi", "background": "yes"}, 400, "background"),
     ],
 )
 def test_bad_responses_requests_get_an_openai_error_naming_the_field(gateway, body, status, param):
