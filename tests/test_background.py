@@ -9,7 +9,11 @@ import httpx2
 import openai
 import pytest
 
+from tests.anthropic_upstream import sse_reply
 from tests.background_replies import FINAL, text_reply, wait_for_status, words
+from tests.responses_events import TEXT, USAGE, as_sse, call, response_events
+
+WORKSPACES = "bmcp_coder_coder_list_workspaces"  # what the "coder" MCP server of tool_gateway offers
 
 
 def client(gateway) -> openai.OpenAI:
@@ -79,13 +83,13 @@ def test_a_finished_response_is_not_cancelled(gateway, upstream):
 def test_unknown_gateway_response_ids_are_404_in_openai_shape(gateway):
     sdk = client(gateway)
     unknown = "resp_" + "0" * 32
-    for call in (
+    for ask in (
         lambda: sdk.responses.retrieve(unknown),
         lambda: sdk.responses.cancel(unknown),
         lambda: list(sdk.responses.retrieve(unknown, stream=True)),
     ):
         with pytest.raises(openai.NotFoundError) as raised:
-            call()
+            ask()
         assert raised.value.body["code"] == "not_found"
 
 
@@ -96,3 +100,24 @@ def test_starting_after_must_be_a_sequence_number(gateway, upstream):
         f"{gateway.url}/openai/v1/responses/{queued.id}", params={"stream": "true", "starting_after": "-1"}
     )
     assert answer.status_code == 400 and answer.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_a_background_response_runs_an_injected_tool_over_two_rounds(tool_gateway, upstream):
+    """The MCP tool loop in the background: the client sees one response under the gateway's id, with the
+    items and usage of both rounds; the next request continues from the upstream's last response."""
+    first = response_events("resp_up_1", [TEXT, call(WORKSPACES)], 0, USAGE)
+    second = response_events("resp_up_2", [{**TEXT, "id": "msg_2"}], 0, USAGE)
+    model, scenario = upstream.scenario(
+        sse_reply(as_sse(first)), sse_reply(as_sse(second)), sse_reply(as_sse(second))
+    )
+    sdk = client(tool_gateway)
+    queued = sdk.responses.create(model=model, input="list them", background=True)
+    final = wait_for_status(sdk, queued.id, FINAL)
+    assert final.status == "completed" and final.id == queued.id
+    assert [item.id for item in final.output] == ["msg_1", "msg_2"] and final.usage.input_tokens == 200
+    assert scenario.received[1].body["input"][-1]["type"] == "function_call_output"
+    streamed = list(sdk.responses.retrieve(queued.id, stream=True))
+    assert [event.sequence_number for event in streamed] == list(range(len(streamed)))
+    assert {event.response.id for event in streamed if hasattr(event, "response")} == {queued.id}
+    list(sdk.responses.create(model=model, input="and then?", previous_response_id=queued.id, stream=True))
+    assert scenario.received[2].body["previous_response_id"] == "resp_up_2"
