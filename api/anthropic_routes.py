@@ -1,4 +1,5 @@
-"""Routes under /anthropic: Messages bridged through the queue; token counting and models passed through."""
+"""The routes of an Anthropic provider, under ``/<name>``: Messages bridged through the queue; token counting
+and models passed through."""
 
 from __future__ import annotations
 
@@ -9,9 +10,7 @@ from fastapi import APIRouter
 from api.bridge import BodyField, add_bridged_route, parse_conversation
 from api.passthrough import add_passthrough_route
 from shared.families import Family
-from shared.providers import ANTHROPIC
-
-router = APIRouter(prefix="/anthropic")
+from shared.providers import Provider
 
 # The fields the gateway itself reads or rewrites, with the types each may have.
 MESSAGES_FIELDS = (
@@ -27,22 +26,27 @@ MESSAGES_FIELDS = (
 UPSTREAM_HEADERS = ("anthropic-version", "anthropic-beta", "user-agent")
 
 
+PASSED_THROUGH = (
+    ("POST", "/v1/messages/count_tokens"),
+    ("GET", "/v1/models"),
+    ("GET", "/v1/models/{model_id:path}"),
+)
+
+
 def parse_messages_request(raw: bytes) -> dict[str, Any]:
     return parse_conversation(raw, MESSAGES_FIELDS)
 
 
-add_bridged_route(
-    router,
-    "/v1/messages",
-    family=Family.ANTHROPIC_MESSAGES,
-    provider=ANTHROPIC,
-    parse=parse_messages_request,
-    upstream_headers=UPSTREAM_HEADERS,
-)
-add_passthrough_route(
-    router, "POST", "/v1/messages/count_tokens", provider=ANTHROPIC, headers=UPSTREAM_HEADERS
-)
-add_passthrough_route(router, "GET", "/v1/models", provider=ANTHROPIC, headers=UPSTREAM_HEADERS)
-add_passthrough_route(
-    router, "GET", "/v1/models/{model_id:path}", provider=ANTHROPIC, headers=UPSTREAM_HEADERS
-)
+def anthropic_router(provider: Provider) -> APIRouter:
+    router = APIRouter(prefix=provider.route_prefix)
+    add_bridged_route(
+        router,
+        "/v1/messages",
+        family=Family.ANTHROPIC_MESSAGES,
+        provider=provider.name,
+        parse=parse_messages_request,
+        upstream_headers=UPSTREAM_HEADERS,
+    )
+    for method, path in PASSED_THROUGH:
+        add_passthrough_route(router, method, path, provider=provider.name, headers=UPSTREAM_HEADERS)
+    return router

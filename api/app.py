@@ -10,9 +10,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import anthropic_routes, errors, health, openai_routes, usage_routes
+from api import errors, health, usage_routes
+from api.anthropic_routes import anthropic_router
 from api.auth import CachedClientKeys
 from api.limits import Limits
+from api.openai_routes import openai_router
 from api.state import ApiState
 from api.stream_hub import StreamHub
 from api.unexpected import UnexpectedErrors
@@ -21,12 +23,15 @@ from shared.client_keys import ClientKeyStore
 from shared.config import Settings
 from shared.keys import RedisKeys
 from shared.metrics import ApiMetrics
+from shared.providers import ANTHROPIC, OPENAI, RouteFamilies, providers
 from shared.recording.store import RecordStore
 from shared.redis import connect, wait_until_answers
 from shared.redis_url import describe_redis
 from shared.upstream import new_session
 
 logger = logging.getLogger(__name__)
+
+PROVIDER_ROUTERS = {OPENAI: openai_router, ANTHROPIC: anthropic_router}  # by provider type
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -68,8 +73,10 @@ def create_app(settings: Settings) -> FastAPI:
             await redis.aclose()
 
     app = FastAPI(title="aibridge", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.include_router(openai_routes.router)
-    app.include_router(anthropic_routes.router)
+    every_provider = providers(settings)
+    app.state.aibridge_routes = RouteFamilies(every_provider)
+    for each in every_provider:
+        app.include_router(PROVIDER_ROUTERS[each.type](each))
     app.include_router(health.router)
     app.include_router(usage_routes.router)
     app.add_middleware(UnexpectedErrors)

@@ -14,8 +14,9 @@ from fastapi import Depends, Request
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.errors import GatewayError, Unavailable
+from api.route_family import route_family
 from shared.client_keys import Actor, ClientKeyStore, hash_key
-from shared.families import Family, family_of_path
+from shared.families import Family
 
 MAX_CACHED = 10_000
 
@@ -84,7 +85,7 @@ async def authenticate(request: Request) -> Actor | None:
     client_keys: CachedClientKeys | None = request.app.state.aibridge_client_keys
     if client_keys is None:
         return None
-    family = family_of_path(request.url.path)
+    family = route_family(request.app, request.url.path)
     key = presented_key(request, family)
     if key is None:
         raise Unauthorized(f"no client key: send an aibridge key as {KEY_HEADERS[family]}")

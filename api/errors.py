@@ -10,7 +10,8 @@ from fastapi.responses import Response
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
-from shared.families import Family, error_body, family_of_path
+from api.route_family import route_family
+from shared.families import Family, error_body
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ async def answer_error(request: Request, exc: Exception) -> Response:
     error = as_gateway_error(exc)
     if isinstance(error, Unavailable):
         logger.warning("%s: %s", error.code, type(exc.__cause__ or exc).__name__)
-    return error.response(family_of_path(request.url.path))
+    return error.response(route_family(request.app, request.url.path))
 
 
 def install(app: FastAPI) -> None:

@@ -1,5 +1,6 @@
-"""Routes under /openai/v1: chat completions and Responses bridged through the queue; models, stored
-responses and conversations passed through."""
+"""The routes of an OpenAI provider, under ``/<name>/v1``: chat completions and Responses bridged through the
+queue, background responses answered by the gateway; models, stored responses and conversations passed
+through."""
 
 from __future__ import annotations
 
@@ -15,9 +16,7 @@ from api.passthrough import add_passthrough_route, forwarded_headers, proxy
 from api.state import State
 from shared.background import interception_of
 from shared.families import Family
-from shared.providers import OPENAI
-
-router = APIRouter(prefix="/openai/v1")
+from shared.providers import Provider
 
 # The optional fields the gateway itself reads or rewrites (worker/families/openai_chat.py), with the type each must have.
 CHAT_FIELDS = (
@@ -47,69 +46,75 @@ def parse_responses_request(raw: bytes) -> dict[str, Any]:
     return parse_request(raw, RESPONSES_FIELDS)
 
 
-add_bridged_route(
-    router,
-    "/chat/completions",
-    family=Family.OPENAI_CHAT,
-    provider=OPENAI,
-    parse=parse_chat_request,
-    upstream_headers=UPSTREAM_HEADERS,
-)
-add_passthrough_route(router, "GET", "/models", provider=OPENAI, headers=UPSTREAM_HEADERS)
-add_passthrough_route(router, "GET", "/models/{model_id:path}", provider=OPENAI, headers=UPSTREAM_HEADERS)
-add_bridged_route(
-    router,
-    "/responses",
-    family=Family.OPENAI_RESPONSES,
-    provider=OPENAI,
-    parse=parse_responses_request,
-    upstream_headers=(*UPSTREAM_HEADERS, *CODEX_HEADERS),
-    background=True,
-)
 PASSED_THROUGH = forwarded_headers(UPSTREAM_HEADERS)
-
-
-@router.get("/responses/{response_id}")
-async def get_response(
-    response_id: str,
-    request: Request,
-    state: State,
-    actor: Caller,
-    stream: bool = False,
-    starting_after: Annotated[int | None, Query(ge=0)] = None,
-) -> Response:
-    """A background response of the gateway's own (its object, or its events after ``starting_after``); any
-    other response is the provider's."""
-    interception_id = interception_of(response_id)
-    if interception_id is None:
-        return await proxy(state, request, OPENAI, PASSED_THROUGH)
-    if stream:
-        return await stream_background(state, interception_id, response_id, actor, starting_after)
-    return JSONResponse(await retrieve(state, interception_id, response_id, actor))
-
-
-@router.post("/responses/{response_id}/cancel")
-async def cancel_response(response_id: str, request: Request, state: State, actor: Caller) -> Response:
-    interception_id = interception_of(response_id)
-    if interception_id is None:
-        return await proxy(state, request, OPENAI, PASSED_THROUGH)
-    return JSONResponse(await cancel_background(state, interception_id, response_id, actor))
-
-
-@router.delete("/responses/{response_id}")
-async def delete_response(response_id: str, request: Request, state: State, actor: Caller) -> Response:
-    interception_id = interception_of(response_id)
-    if interception_id is None:
-        return await proxy(state, request, OPENAI, PASSED_THROUGH)
-    return JSONResponse(await delete_background(state, interception_id, response_id, actor))
-
-
-# Responses and conversations the gateway did not create itself are the provider's: passed through (a response
-# id of its own is answered above).
-for method, path in (
+PROVIDER_RESPONSES = (  # the provider's, and the gateway's ids are answered before these
     ("GET", "/responses/{response_id}/input_items"),
     ("POST", "/responses/input_tokens"),
     ("POST", "/conversations"),
     *((method, "/conversations/{rest:path}") for method in ("GET", "POST", "DELETE")),
-):
-    add_passthrough_route(router, method, path, provider=OPENAI, headers=UPSTREAM_HEADERS)
+)
+
+
+def openai_router(provider: Provider) -> APIRouter:
+    router = APIRouter(prefix=provider.route_prefix)
+    name = provider.name
+    add_bridged_route(
+        router,
+        "/chat/completions",
+        family=Family.OPENAI_CHAT,
+        provider=name,
+        parse=parse_chat_request,
+        upstream_headers=UPSTREAM_HEADERS,
+    )
+    add_passthrough_route(router, "GET", "/models", provider=name, headers=UPSTREAM_HEADERS)
+    add_passthrough_route(router, "GET", "/models/{model_id:path}", provider=name, headers=UPSTREAM_HEADERS)
+    add_bridged_route(
+        router,
+        "/responses",
+        family=Family.OPENAI_RESPONSES,
+        provider=name,
+        parse=parse_responses_request,
+        upstream_headers=(*UPSTREAM_HEADERS, *CODEX_HEADERS),
+        background=True,
+    )
+    add_background_routes(router, name)
+    for method, path in PROVIDER_RESPONSES:
+        add_passthrough_route(router, method, path, provider=name, headers=UPSTREAM_HEADERS)
+    return router
+
+
+def add_background_routes(router: APIRouter, provider: str) -> None:
+    """``GET``, ``DELETE`` and ``POST .../cancel`` of ``/responses/{id}``: a background response of the
+    gateway's own is answered here (its object, or its events after ``starting_after``); any other id is
+    the provider's, passed through."""
+
+    async def get_response(
+        response_id: str,
+        request: Request,
+        state: State,
+        actor: Caller,
+        stream: bool = False,
+        starting_after: Annotated[int | None, Query(ge=0)] = None,
+    ) -> Response:
+        interception_id = interception_of(response_id)
+        if interception_id is None:
+            return await proxy(state, request, provider, PASSED_THROUGH)
+        if stream:
+            return await stream_background(state, interception_id, response_id, actor, starting_after)
+        return JSONResponse(await retrieve(state, interception_id, response_id, actor))
+
+    async def cancel_response(response_id: str, request: Request, state: State, actor: Caller) -> Response:
+        interception_id = interception_of(response_id)
+        if interception_id is None:
+            return await proxy(state, request, provider, PASSED_THROUGH)
+        return JSONResponse(await cancel_background(state, interception_id, response_id, actor))
+
+    async def delete_response(response_id: str, request: Request, state: State, actor: Caller) -> Response:
+        interception_id = interception_of(response_id)
+        if interception_id is None:
+            return await proxy(state, request, provider, PASSED_THROUGH)
+        return JSONResponse(await delete_background(state, interception_id, response_id, actor))
+
+    router.add_api_route("/responses/{response_id}", get_response, methods=["GET"])
+    router.add_api_route("/responses/{response_id}/cancel", cancel_response, methods=["POST"])
+    router.add_api_route("/responses/{response_id}", delete_response, methods=["DELETE"])

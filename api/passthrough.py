@@ -18,13 +18,13 @@ from api.auth import Caller
 from api.bridge import client_upstream_key
 from api.errors import GatewayError
 from api.limits import BodyTimeout, BodyTooLarge
+from api.route_family import route_family
 from api.state import State
-from shared.families import Family, family_of_path, normalize_error
-from shared.providers import ANTHROPIC, OPENAI, provider
+from shared.families import Family, normalize_error
+from shared.providers import provider
 from shared.relayed_headers import relayed_headers
 from shared.upstream import ERROR_BODY_LIMIT, UpstreamFailure, guard_upstream
 
-ROUTE_PREFIXES = {OPENAI: "/openai/v1", ANTHROPIC: "/anthropic"}  # what the provider's base URL stands for
 ALWAYS_FORWARDED = ("content-type", "accept")
 
 
@@ -76,13 +76,13 @@ class RelayedBody(StreamingResponse):
 
 async def proxy(state: State, request: Request, provider_name: str, forwarded: frozenset[str]) -> Response:
     settings = state.settings
-    family = family_of_path(request.url.path)
+    family = route_family(request.app, request.url.path)
     upstream = provider(settings, provider_name)
     client_key = client_upstream_key(state, request)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
         raise BodyTooLarge(settings.max_body_bytes)
-    path = quote(request.url.path.removeprefix(ROUTE_PREFIXES[provider_name]), safe="/:@-._~")
+    path = quote(request.url.path.removeprefix(upstream.route_prefix), safe="/:@-._~")
     query = request.url.query
     headers = {name: value for name, value in request.headers.items() if name in forwarded}
     headers.update(upstream.auth_headers(client_key))

@@ -9,7 +9,7 @@ import traceback
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import GatewayError
-from shared.families import family_of_path
+from api.route_family import route_family
 
 logger = logging.getLogger(__name__)
 
@@ -51,4 +51,4 @@ class UnexpectedErrors:
             )
             if started:
                 return
-            await INTERNAL_ERROR.response(family_of_path(scope["path"]))(scope, receive, send)
+            await INTERNAL_ERROR.response(route_family(scope["app"], scope["path"]))(scope, receive, send)

@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from shared.mcp.config import McpServerConfig
+from shared.provider_config import ProviderConfig
 from shared.recording.engine import async_url
 from shared.redis_url import parse_redis_url
 
@@ -43,6 +44,7 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = None
     anthropic_base_url: str = "https://api.anthropic.com"
     anthropic_api_key: SecretStr | None = None
+    providers: list[ProviderConfig] = Field(default_factory=list)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -97,12 +99,16 @@ class Settings(BaseSettings):
         """Seconds a running request's concurrency slot lasts unless its worker's heartbeat renews it."""
         return self.heartbeat_timeout + self.heartbeat_interval
 
+    @field_validator("providers")
+    @classmethod
+    def _unique_provider_names(cls, configured: list[ProviderConfig]) -> list[ProviderConfig]:
+        _check_unique([each.name for each in configured], "provider names")
+        return configured
+
     @field_validator("mcp_servers")
     @classmethod
     def _unique_server_names(cls, servers: list[McpServerConfig]) -> list[McpServerConfig]:
-        names = [server.name for server in servers]
-        if duplicated := sorted({name for name in names if names.count(name) > 1}):
-            raise ValueError(f"MCP server names must be unique: {', '.join(duplicated)}")
+        _check_unique([server.name for server in servers], "MCP server names")
         return servers
 
     @field_validator("log_level", mode="before")
@@ -176,6 +182,11 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _check_unique(names: list[str], what: str) -> None:
+    if duplicated := sorted({name for name in names if names.count(name) > 1}):
+        raise ValueError(f"{what} must be unique: {', '.join(duplicated)}")
 
 
 def load_settings(config_path: Path | None = None, **overrides: Any) -> Settings:

@@ -18,9 +18,6 @@ class Family(StrEnum):
     OPENAI_RESPONSES = "openai_responses"  # POST /openai/v1/responses
 
 
-ANTHROPIC_PATH_PREFIX = "/anthropic/"
-RESPONSES_PATH_PREFIX = "/openai/v1/responses"
-
 # Anthropic's error types by HTTP status (https://docs.anthropic.com/en/api/errors); others: by class
 ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error",
@@ -48,16 +45,6 @@ ANTHROPIC_STATUS_BY_TYPE = {
     "overloaded_error": 529,
 }
 """The status an Anthropic error type stands for (an ``error`` event in a stream carries no status)."""
-
-
-def family_of_path(path: str) -> Family:
-    """The family whose shape the answers on ``path`` take: Anthropic's under /anthropic/, Responses' under
-    /openai/v1/responses, else chat completions'."""
-    if path.startswith(ANTHROPIC_PATH_PREFIX):
-        return Family.ANTHROPIC_MESSAGES
-    if path == RESPONSES_PATH_PREFIX or path.startswith(RESPONSES_PATH_PREFIX + "/"):
-        return Family.OPENAI_RESPONSES
-    return Family.OPENAI_CHAT
 
 
 def anthropic_error_type(status: int) -> str:

@@ -1,5 +1,8 @@
-"""The upstream providers: per provider name, where it is and how a request authenticates to it. One
-definition for the API's passthrough routes and the worker's upstream calls."""
+"""The upstream providers: per provider name, its type, where it is and how a request authenticates to it. One
+definition for the API's routes and passthrough and the worker's upstream calls.
+
+Two are always there, ``openai`` and ``anthropic``, from their ``AIBRIDGE_*`` variables (a configured provider of
+the same name replaces one); the operator's ``[[providers]]`` come after them (shared/provider_config.py)."""
 
 from __future__ import annotations
 
@@ -8,28 +11,45 @@ from dataclasses import dataclass
 from pydantic import SecretStr
 
 from shared.config import Settings
+from shared.families import Family
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
+
+FAMILIES = {
+    OPENAI: (Family.OPENAI_CHAT, Family.OPENAI_RESPONSES),
+    ANTHROPIC: (Family.ANTHROPIC_MESSAGES,),
+}
 
 
 @dataclass(frozen=True)
 class Provider:
     name: str
+    type: str  # OPENAI or ANTHROPIC: the API families it speaks, its key header
     base_url: (
         str  # the gateway appends the API's path: OpenAI's "/chat/completions", Anthropic's "/v1/messages"
     )
-    key: SecretStr | None  # the central key; None: none configured
+    keys: tuple[SecretStr, ...]  # the central keys; none configured: ()
+    key_variable: str  # where its keys are set, for an operator
+
+    @property
+    def key(self) -> SecretStr | None:
+        return self.keys[0] if self.keys else None
 
     @property
     def key_header(self) -> str:
         """The request header a key goes in."""
-        return "x-api-key" if self.name == ANTHROPIC else "Authorization"
+        return "x-api-key" if self.type == ANTHROPIC else "Authorization"
 
     @property
-    def key_variable(self) -> str:
-        """The setting of the central key."""
-        return f"AIBRIDGE_{self.name.upper()}_API_KEY"
+    def route_prefix(self) -> str:
+        """The gateway's path that stands for the provider's base URL: ``/<name>/v1`` for OpenAI's (whose base
+        URL ends in /v1), ``/<name>`` for Anthropic's."""
+        return f"/{self.name}/v1" if self.type == OPENAI else f"/{self.name}"
+
+    @property
+    def families(self) -> tuple[Family, ...]:
+        return FAMILIES[self.type]
 
     def auth_headers(self, client_key: str | None = None) -> dict[str, str]:
         """The headers that authenticate to the provider: with the client's own key when it brought one,
@@ -37,18 +57,66 @@ class Provider:
         key = client_key if client_key is not None else self.key and self.key.get_secret_value()
         if not key:
             return {}
-        return {self.key_header: key if self.name == ANTHROPIC else f"Bearer {key}"}
-
-
-def provider(settings: Settings, name: str) -> Provider:
-    """The provider called ``name`` ("openai", "anthropic"); ValueError for another name."""
-    if name == OPENAI:
-        return Provider(OPENAI, settings.openai_base_url, settings.openai_api_key)
-    if name == ANTHROPIC:
-        return Provider(ANTHROPIC, settings.anthropic_base_url, settings.anthropic_api_key)
-    raise ValueError(f"unknown provider: {name!r}")
+        return {self.key_header: key if self.type == ANTHROPIC else f"Bearer {key}"}
 
 
 def providers(settings: Settings) -> list[Provider]:
-    """Every provider the gateway calls."""
-    return [provider(settings, name) for name in (OPENAI, ANTHROPIC)]
+    """Every provider the gateway calls: the defaults, then the configured ones."""
+    configured = [
+        Provider(
+            each.name, each.type, each.base_url, _nonempty(each.keys), f"the keys of provider '{each.name}'"
+        )
+        for each in settings.providers
+    ]
+    names = {each.name for each in configured}
+    defaults = [
+        Provider(
+            OPENAI,
+            OPENAI,
+            settings.openai_base_url,
+            _keys(settings.openai_api_key),
+            "AIBRIDGE_OPENAI_API_KEY",
+        ),
+        Provider(
+            ANTHROPIC,
+            ANTHROPIC,
+            settings.anthropic_base_url,
+            _keys(settings.anthropic_api_key),
+            "AIBRIDGE_ANTHROPIC_API_KEY",
+        ),
+    ]
+    return [*(each for each in defaults if each.name not in names), *configured]
+
+
+def provider(settings: Settings, name: str) -> Provider:
+    """The provider called ``name``; ValueError for a name no provider has."""
+    for each in providers(settings):
+        if each.name == name:
+            return each
+    raise ValueError(f"unknown provider: {name!r}")
+
+
+def _keys(key: SecretStr | None) -> tuple[SecretStr, ...]:
+    return _nonempty([key] if key is not None else [])
+
+
+def _nonempty(keys: list[SecretStr]) -> tuple[SecretStr, ...]:
+    return tuple(key for key in keys if key.get_secret_value())  # an empty key is no key
+
+
+class RouteFamilies:
+    """Which family's shape the answers on a path take, by the providers' route prefixes: Anthropic's under an
+    Anthropic provider's, Responses' under an OpenAI provider's ``/v1/responses``, else chat completions'."""
+
+    def __init__(self, all_providers: list[Provider]) -> None:
+        self._anthropic = tuple(f"/{each.name}/" for each in all_providers if each.type == ANTHROPIC)
+        self._responses = tuple(
+            f"{each.route_prefix}/responses" for each in all_providers if each.type == OPENAI
+        )
+
+    def of(self, path: str) -> Family:
+        if path.startswith(self._anthropic):
+            return Family.ANTHROPIC_MESSAGES
+        if any(path == prefix or path.startswith(prefix + "/") for prefix in self._responses):
+            return Family.OPENAI_RESPONSES
+        return Family.OPENAI_CHAT

@@ -5,15 +5,11 @@ from __future__ import annotations
 
 import orjson
 
-from shared.families import Family, error_body, error_event, family_of_path, next_sequence_number
+from shared.families import Family, error_body, error_event, next_sequence_number
 from tests.responses_events import TEXT, USAGE, data_of, response_events
 
 
 def test_the_responses_family_speaks_openai_errors_and_its_own_error_event():
-    assert family_of_path("/openai/v1/responses") is Family.OPENAI_RESPONSES
-    assert family_of_path("/openai/v1/responses/resp_1/input_items") is Family.OPENAI_RESPONSES
-    assert family_of_path("/openai/v1/responsesx") is Family.OPENAI_CHAT
-    assert family_of_path("/openai/v1/chat/completions") is Family.OPENAI_CHAT
     body = error_body(Family.OPENAI_RESPONSES, 502, "cut", "upstream_error", "upstream_cut")
     assert orjson.loads(body)["error"] == {
         "message": "cut",

@@ -1,0 +1,13 @@
+"""The family of a request's route, for the shape of the answers on it (``shared.providers.RouteFamilies``)."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+
+from shared.families import Family
+from shared.providers import RouteFamilies
+
+
+def route_family(app: Starlette, path: str) -> Family:
+    routes: RouteFamilies = app.state.aibridge_routes
+    return routes.of(path)
