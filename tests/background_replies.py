@@ -45,8 +45,9 @@ def text_frames(words: list[str], response_id: str | None = None) -> list[dict]:
     return [{**frame, "sequence_number": number} for number, frame in enumerate(frames)]
 
 
-def text_reply(words: list[str], delay: float = 0.0, **options) -> SSEReply:
-    return SSEReply([orjson.dumps(frame) for frame in text_frames(words)], delay=delay, done=False, **options)
+def text_reply(words: list[str], delay: float = 0.0, response_id: str | None = None, **options) -> SSEReply:
+    frames = text_frames(words, response_id)
+    return SSEReply([orjson.dumps(frame) for frame in frames], delay=delay, done=False, **options)
 
 
 def words(count: int) -> list[str]:
