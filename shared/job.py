@@ -33,6 +33,7 @@ class InterceptionJob(BaseModel):
     enqueued_at: float
     background: bool = False  # a Responses background response: it runs whatever its client does
     response_id: str | None = None  # the response id the client is shown, when the gateway makes it
+    continues_from: str | None = None  # the upstream response the client's previous_response_id stands for
 
     @property
     def function(self) -> str:

@@ -15,8 +15,9 @@ from tests.responses_events import USAGE
 FINAL = {"completed", "failed", "cancelled", "incomplete"}
 
 
-def text_frames(words: list[str], response_id: str | None = None) -> list[dict]:
-    """The events of a streamed text answer saying ``words``, numbered from 0."""
+def text_frames(words: list[str], response_id: str | None = None, echoed: dict | None = None) -> list[dict]:
+    """The events of a streamed text answer saying ``words``, numbered from 0; ``echoed``: request fields its
+    response objects carry."""
     response_id = response_id or f"resp_up_{uuid.uuid4().hex[:12]}"
     opened = {
         "id": response_id,
@@ -45,8 +46,14 @@ def text_frames(words: list[str], response_id: str | None = None) -> list[dict]:
     return [{**frame, "sequence_number": number} for number, frame in enumerate(frames)]
 
 
-def text_reply(words: list[str], delay: float = 0.0, response_id: str | None = None, **options) -> SSEReply:
-    frames = text_frames(words, response_id)
+def text_reply(
+    words: list[str],
+    delay: float = 0.0,
+    response_id: str | None = None,
+    echoed: dict | None = None,
+    **options,
+) -> SSEReply:
+    frames = text_frames(words, response_id, echoed)
     return SSEReply([orjson.dumps(frame) for frame in frames], delay=delay, done=False, **options)
 
 

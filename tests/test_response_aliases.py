@@ -37,20 +37,27 @@ def answer(response_id: str, items: list[dict], streaming: bool) -> SSEReply | R
 
 def continued_upstream(gateway, upstream, previous: str, background: bool = False) -> str | None:
     """The ``previous_response_id`` the upstream got for a request continuing from ``previous``."""
-    model, scenario = upstream.scenario(text_reply(words(3), response_id=upstream_id("next")))
+    echoed = {"previous_response_id": "resp_as_the_upstream_got_it"}
+    model, scenario = upstream.scenario(text_reply(words(3), response_id=upstream_id("next"), echoed=echoed))
     sdk = client(gateway)
     if background:
         made = sdk.responses.create(
             model=model, input="and then?", previous_response_id=previous, background=True
         )
         assert made.previous_response_id == previous  # the client's own id, echoed
-        assert wait_for_status(sdk, made.id, FINAL).status == "completed"
+        final = wait_for_status(sdk, made.id, FINAL)
+        assert final.status == "completed"
     else:
         seen = list(
             sdk.responses.create(model=model, input="and then?", previous_response_id=previous, stream=True)
         )
         assert seen[-1].type == "response.completed"
+        final = seen[-1].response
     (received,) = scenario.received
+    if (
+        received.body.get("previous_response_id") != previous
+    ):  # the client sees its own id, not the upstream's
+        assert final.previous_response_id == previous
     return received.body.get("previous_response_id")
 
 

@@ -44,7 +44,7 @@ async def intercept(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
         logger.warning("interception %s: Redis failed as the job started: %s", interception_id, exc)
         return
     if continued is not None:  # the client continues from a response id the gateway showed it
-        job = job.model_copy(update={"body": {**job.body, "previous_response_id": continued}})
+        job = job.model_copy(update={"continues_from": continued})
     try:
         upstream = deps.upstreams[job.provider]
         headers = upstream_headers(job, upstream, settings, deps.cipher)

@@ -63,8 +63,10 @@ class ResponsesCodec:
             injected=frozenset(tool.injected_name for tool in tools),
             response_id=job.response_id,
             background=job.background,
+            shown_previous=job.body.get("previous_response_id") if job.continues_from else None,
         )
         self._background = job.background
+        self._continues_from = job.continues_from
 
     def request_body(self, *, streaming: bool) -> dict[str, Any]:
         body = dict(self._body)
@@ -78,6 +80,8 @@ class ResponsesCodec:
             body.pop("stream", None)
         if self._background:  # the gateway runs it in the background, the provider streams it
             body.pop("background", None)
+        if self._continues_from is not None:  # the upstream's id of the response the client named
+            body["previous_response_id"] = self._continues_from
         return body
 
     def new_round(self) -> ResponsesRound:

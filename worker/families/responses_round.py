@@ -44,6 +44,7 @@ class Interception:
     injected: frozenset[str]
     response_id: str | None = None  # the id the client knows the response by
     background: bool = False  # the client's response is a background one (its objects say so)
+    shown_previous: str | None = None  # the previous_response_id the client sent, when another went upstream
     next_sequence: int | None = None
     next_index: int = 0
     shown: list[dict[str, Any]] = field(default_factory=list)  # output items of the rounds before, as shown
@@ -54,6 +55,8 @@ class Interception:
     def response_changes(self) -> dict[str, Any]:
         """What the response objects the client sees have that the upstream's do not."""
         changes: dict[str, Any] = {"id": self.response_id} if self.response_id else {}
+        if self.shown_previous is not None:
+            changes["previous_response_id"] = self.shown_previous
         return {**changes, "background": True} if self.background else changes
 
     def learn(self, upstream_id: str) -> None:
