@@ -13,7 +13,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse, Response
 
-from api.background_status import Entry, Limits, Liveness, Seen, current, resume_after
+from api.background_status import Entry, Limits, Liveness, Seen, current, last_chunk, resume_after
 from api.errors import GatewayError
 from api.jobs import cancel, enqueue, enqueue_and_follow
 from api.relay import SSERelay
@@ -202,15 +202,15 @@ async def stream_background(
     if await read(state, interception_id, actor) is None:
         raise not_found(response_id)
     key = state.keys.stream(interception_id)
-    after, within = b"0-0", (b"", 0)
+    after, within, got = b"0-0", (b"", 0), b""
     cursor = "-"
     while page := await state.redis.xrange(key, cursor, "+", count=RESUME_PAGE):
         entries = _entries(page)
         found = resume_after(entries, -1 if starting_after is None else starting_after)
+        after, within = found or (entries[-1][0], (b"", 0))
+        got = last_chunk(entries, after) or got
         if found is not None:
-            after, within = found
             break
-        after = entries[-1][0]
         cursor = "(" + after.decode()
     tail = state.streams.follow(key, after=after)
     try:
@@ -229,6 +229,7 @@ async def stream_background(
         [],
         received_at,
         resume_within=within,
+        last_chunk=got,
         supervisor=supervisor,
     )
 

@@ -123,6 +123,17 @@ def current(seen: Seen, limits: Limits) -> tuple[dict[str, Any], Liveness]:
     return {**_opened_response(seen), "status": "in_progress"}, liveness
 
 
+def last_chunk(entries: list[Entry], through: bytes) -> bytes | None:
+    """The data of the last chunk among ``entries`` (in order) up to the entry id ``through``; None if none."""
+    limit = entry_order(through)
+    chunks = [
+        message.data
+        for entry_id, message in entries
+        if message.kind is MessageKind.CHUNK and entry_order(entry_id) <= limit
+    ]
+    return chunks[-1] if chunks else None
+
+
 def resume_after(entries: list[Entry], starting_after: int) -> tuple[bytes, tuple[bytes, int]] | None:
     """Where to follow a stream (its entries from the first, in order) for the events after sequence number
     ``starting_after``: the entry id to read after and, if the first event to send is within an entry, that

@@ -165,10 +165,13 @@ class SSERelay(Response):
         received_at: float,
         *,
         resume_within: tuple[bytes, int] = (b"", 0),
+        last_chunk: bytes = b"",
         headers: dict[str, str] | None = None,
         supervisor: Supervisor | None = None,
     ) -> None:
         """``resume_within``: an entry id and how many of its first events the client already has;
+        ``last_chunk``: the data of the last chunk a resuming client got before ``tail``'s entries (a Responses
+        error event among them is numbered on from it);
         ``headers``: the upstream's, relayed (``shared.relayed_headers``); ``supervisor``: what becomes of
         the job when the client leaves or the worker falls silent (AttachedJob unless given)."""
         self.status_code = 200
@@ -180,6 +183,7 @@ class SSERelay(Response):
         self._tail = tail
         self._pending = pending
         self._resume_within = resume_within
+        self._last_chunk = last_chunk
         self._supervisor = supervisor or AttachedJob(state, interception_id)
         self._received_at: float | None = received_at  # None once the first chunk is out
 
@@ -216,7 +220,7 @@ class SSERelay(Response):
         now = time.monotonic()
         last_seen = last_sent = now
         batch = self._pending
-        last_chunk = b""  # the client's last chunk, read only to number a Responses error event on from it
+        last_chunk = self._last_chunk  # the client's last chunk, read only to number an error event on from
         while True:
             out = bytearray()
             finished = False
