@@ -19,9 +19,11 @@ from api.openai_routes import parse_chat_request
 from api.relay import sse_events
 from api.resume import Resume, resume_point, resume_verdict
 from api.unexpected import UnexpectedErrors
+from shared.config import Settings
 from shared.errors import normalize_error_body
 from shared.keys import RedisKeys
 from shared.messages import MessageKind, StreamMessage
+from shared.providers import RouteFamilies, providers
 from shared.sse import EVENT_SEPARATOR
 from worker.codec import SseEvent
 from worker.families.chat_chunks import replace_id, replace_id_and_usage
@@ -250,6 +252,7 @@ def test_an_unexpected_exception_is_a_500_in_the_routes_shape_and_one_log_line_w
 ):
     app = FastAPI()
     app.add_middleware(UnexpectedErrors)
+    app.state.aibridge_routes = RouteFamilies(providers(Settings()))
 
     @app.post(path)
     async def boom(request: Request) -> None:
