@@ -22,6 +22,7 @@ from api.relay import answer
 from api.resume import resume_stream
 from api.state import ApiState, State
 from shared import byok
+from shared.clients import detect_client
 from shared.families import Family
 from shared.tracing import tracer
 
@@ -140,6 +141,7 @@ def add_bridged_route(
                 family=family,
                 provider=provider,
                 client_headers={name: request.headers[name] for name in forwarded if name in request.headers},
+                identity=detect_client(request.headers),
                 background=background and body.get("background") is True,
             )
             if job.background:

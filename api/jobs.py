@@ -22,6 +22,7 @@ from api.state import ApiState
 from api.stream_hub import Tail
 from shared.background import response_id_of
 from shared.client_keys import Actor
+from shared.clients import UNIDENTIFIED, ClientIdentity
 from shared.families import Family
 from shared.job import InterceptionJob
 from shared.keys import RedisKeys
@@ -205,6 +206,7 @@ def new_job(
     family: Family = Family.OPENAI_CHAT,
     provider: str = OPENAI,
     client_headers: dict[str, str] | None = None,
+    identity: ClientIdentity = UNIDENTIFIED,
     background: bool = False,
 ) -> InterceptionJob:
     """The job of one request; a ``background`` one runs streamed upstream whatever its client asked, under
@@ -220,6 +222,8 @@ def new_job(
         streaming=background or body.get("stream") is True,
         client_headers=client_headers or {},
         user_agent=user_agent,
+        client=identity.client,
+        session_id=identity.session_id,
         actor_id=actor.id if actor else None,
         actor_metadata=actor.metadata if actor else {},
         encrypted_upstream_key=encrypted_upstream_key,

@@ -95,6 +95,7 @@ async def list_interceptions(
     model: str | None = None,
     provider: str | None = None,
     family: str | None = None,
+    client: str | None = None,
     since: str | None = None,
     until: str | None = None,
     cursor: str | None = None,
@@ -110,6 +111,7 @@ async def list_interceptions(
                 model=model,
                 provider=provider,
                 family=family,
+                client=client,
                 since=start,
                 until=end,
                 cursor=cursor,
@@ -145,9 +147,10 @@ async def usage(
     by: str | None = None,
     provider: str | None = None,
     family: str | None = None,
+    client: str | None = None,
 ) -> Response:
-    """Token totals and interception counts grouped by ``by``: a comma list of actor, provider, family,
-    model and day (the UTC day the interception started); actor, model and day by default."""
+    """Token totals and interception counts grouped by ``by``: a comma list of actor, client, provider,
+    family, model and day (the UTC day the interception started); actor, model and day by default."""
     try:
         start, end = _range(since, until)
         try:
@@ -161,6 +164,7 @@ async def usage(
             actor=caller.id if caller else None,
             provider=provider,
             family=family,
+            client=client,
         )
     except InvalidQuery as exc:
         return _invalid(exc)

@@ -37,10 +37,11 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_argument("--since", default="7d", help="e.g. 7d, 24h, or an ISO-8601 time (default 7d)")
     usage.add_argument(
         "--by",
-        choices=["actor", "provider", "family", "model"],
+        choices=["actor", "client", "provider", "family", "model"],
         help="group by this alone (default: actor and model)",
     )
     usage.add_argument("--provider", help="the usage of this provider alone (e.g. openai, anthropic)")
+    usage.add_argument("--client", help="the usage of this client alone (e.g. claude-code, codex)")
     status = commands.add_parser("status", help="queue, workers and jobs, from Redis", parents=[common])
     status.add_argument("--watch", action="store_true", help="refresh every 2 s until Ctrl-C")
     keys = commands.add_parser("keys", help="client keys (in the usage database)", parents=[common])
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         return _status(settings, watch=args.watch)
     if args.command == "usage":
-        return _print_usage(settings, args.since, args.by, args.provider)
+        return _print_usage(settings, args.since, args.by, args.provider, args.client)
     if args.command == "keys":
         from shared.key_commands import run_keys_command
 
@@ -149,11 +150,13 @@ def _check_schema(settings: Settings) -> int | None:
     return None
 
 
-def _print_usage(settings: Settings, since: str, by: str | None, provider: str | None) -> int:
+def _print_usage(
+    settings: Settings, since: str, by: str | None, provider: str | None, client: str | None
+) -> int:
     from shared.recording.report import ReportError, usage_report
 
     try:
-        print(asyncio.run(usage_report(settings.database_url, since, by, provider)))
+        print(asyncio.run(usage_report(settings.database_url, since, by, provider, client)))
     except ReportError as exc:
         print(f"aibridge: {exc}", file=sys.stderr)
         return 1

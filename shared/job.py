@@ -6,6 +6,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.clients import Client
 from shared.families import Family
 
 JOB_FUNCTION = "intercept"
@@ -26,6 +27,8 @@ class InterceptionJob(BaseModel):
     streaming: bool
     client_headers: dict[str, str] = Field(default_factory=dict)  # the client's headers that go upstream
     user_agent: str | None = None
+    client: Client = Client.UNKNOWN  # shared/clients.py, detected by the API from the request's headers
+    session_id: str | None = None  # the client's own session id, when it sends one
     actor_id: str | None = None
     actor_metadata: dict[str, str] = Field(default_factory=dict)
     trace_context: dict[str, str] = Field(default_factory=dict)  # W3C traceparent of the API's span

@@ -77,7 +77,7 @@ class WorkerMetrics:
     """What a worker process reports. It is a Recorder too: it counts the records the interceptions make.
 
     Every counter is labelled by the interception's API family (shared/families.py) and provider (the
-    gateway's, one per upstream it is configured with). Model names are labels only if they are among
+    gateway's, one per upstream it is configured with); the interceptions' also by client (a fixed set). Model names are labels only if they are among
     ``models`` (when given), else among the first ``max_label_values`` seen; so are the names of the clients'
     own tools (the injected tools' names come from the configured MCP servers)."""
 
@@ -99,8 +99,8 @@ class WorkerMetrics:
         )
         self.interceptions = Counter(
             "aibridge_interceptions",
-            "Interceptions ended, by family, provider, model and outcome.",
-            ["family", "provider", "model", "outcome"],
+            "Interceptions ended, by family, provider, model, client (shared/clients.py) and outcome.",
+            ["family", "provider", "model", "client", "outcome"],
             registry=self.registry,
         )
         self.tokens = Counter(
@@ -121,13 +121,13 @@ class WorkerMetrics:
     def record(self, record: Record) -> None:
         if isinstance(record, InterceptionStarted):
             self._started[record.interception_id] = _Started(
-                str(record.family), record.provider, self._model_label(record.model)
+                str(record.family), record.provider, self._model_label(record.model), str(record.client)
             )
         elif isinstance(record, InterceptionEnded):
             started = self._started.pop(record.interception_id, _UNKNOWN)
             self.interceptions.labels(*started, record.outcome.value).inc()
         elif isinstance(record, TokenUsage):
-            family, provider, _ = self._started.get(record.interception_id, _UNKNOWN)
+            family, provider, *_ = self._started.get(record.interception_id, _UNKNOWN)
             for kind, count in (
                 ("input", record.input),
                 ("output", record.output),
@@ -136,7 +136,7 @@ class WorkerMetrics:
             ):
                 self.tokens.labels(family, provider, kind).inc(count)
         elif isinstance(record, ToolUsage):
-            family, provider, _ = self._started.get(record.interception_id, _UNKNOWN)
+            family, provider, *_ = self._started.get(record.interception_id, _UNKNOWN)
             outcome = "error" if record.invocation_error else "ok"
             tool = record.tool if record.injected else self._client_tool_label(record.tool)
             self.tool_calls.labels(family, provider, record.server_url or "", tool, outcome).inc()
@@ -148,9 +148,10 @@ class _Started(NamedTuple):
     family: str
     provider: str
     model: str
+    client: str
 
 
-_UNKNOWN = _Started("", "", "")  # a record whose interception's start this process did not see
+_UNKNOWN = _Started("", "", "", "")  # a record whose interception's start this process did not see
 
 
 class _RecorderCollector(Collector):

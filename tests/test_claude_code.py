@@ -128,6 +128,9 @@ def test_a_claude_code_session_runs_an_injected_mcp_tool_through_the_gateway(
         "ok",
     )
     assert record["user_agent"].startswith("claude-cli/")
+    assert record["client"] == "claude-code"
+    sessions = {line["session_id"] for line in output if "session_id" in line}
+    assert sessions == {record["session_id"]}  # X-Claude-Code-Session-Id is the session Claude Code reports
     assert_one_injected_call(record, "coder_list_workspaces", {"owner": "admin"})
 
 

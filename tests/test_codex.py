@@ -63,6 +63,8 @@ def test_a_codex_session_through_the_gateway(gateway, upstream, tmp_path):
         "ok",
     )
     assert record["user_agent"].startswith("codex_exec/")
+    assert (record["client"], record["session_id"]) == ("codex", received.headers["session-id"])
+    assert (run.events[0]["type"], run.events[0]["thread_id"]) == ("thread.started", record["session_id"])
 
 
 def test_a_codex_session_runs_an_injected_mcp_tool_through_the_gateway(tool_gateway, upstream, tmp_path):

@@ -32,9 +32,11 @@ def test_metrics_after_a_known_workload(make_gateway, upstream, mcp_http_url):
     servers = f'[{{"name": "test", "url": "{mcp_http_url}"}}]'
     deployment = make_gateway(AIBRIDGE_WORKER_METRICS_PORT=str(port), AIBRIDGE_MCP_SERVERS=servers)
     model, _ = upstream.scenario(SSEReply(text_stream(["a", "b", "c"], usage=USAGE)))
-    for _ in range(3):
+    for user_agent in ("python-httpx/1", "python-httpx/1", "OpenAI/Python 3.57.0"):
         httpx2.post(
-            f"{deployment.base_url}/chat/completions", json={"model": model, "messages": HI, "stream": True}
+            f"{deployment.base_url}/chat/completions",
+            json={"model": model, "messages": HI, "stream": True},
+            headers={"User-Agent": user_agent},
         )
     failing, _ = upstream.scenario(
         RawReply(500, b'{"error": {"message": "boom", "type": "server_error", "code": null}}')
@@ -60,8 +62,10 @@ def test_metrics_after_a_known_workload(make_gateway, upstream, mcp_http_url):
     worker = samples(worker_url)
     chat = (("family", "openai_chat"), ("provider", "openai"))
     ok = (("family", "openai_chat"), ("model", model), ("outcome", "ok"), ("provider", "openai"))
-    assert worker[("aibridge_interceptions_total", ok)] == 3
+    assert worker[("aibridge_interceptions_total", (("client", "unknown"), *ok))] == 2
+    assert worker[("aibridge_interceptions_total", (("client", "openai-sdk"), *ok))] == 1
     errored = (
+        ("client", "unknown"),
         ("family", "openai_chat"),
         ("model", failing),
         ("outcome", "upstream_error"),

@@ -29,6 +29,7 @@ from redis.asyncio import Redis
 from sqlalchemy.exc import DBAPIError
 
 from api.usage_routes import router as usage_router
+from shared.clients import Client
 from shared.families import Family
 from shared.keys import RedisKeys
 from shared.local import free_port
@@ -220,6 +221,8 @@ def expected_interception(iid: str) -> dict[str, Any]:
         "model": "gpt-4o",
         "streaming": True,
         "user_agent": "openai-python/1.0",
+        "client": "unknown",
+        "session_id": None,
         "started_at": T0,
         "ended_at": T0 + s(6),
         "outcome": "ok",
@@ -641,6 +644,69 @@ def test_records_carry_family_provider_cache_writes_and_thoughts(db_url: str) ->
             assert sorted(item["id"] for item in listed) == ["c1", "c2"]
             listed, _ = await store.list_interceptions(provider="openai")
             assert [(item["id"], item["cache_write_tokens"]) for item in listed] == [("o1", 0)]
+
+    run(body())
+
+
+def test_usage_and_listing_by_client_with_session_ids(db_url: str) -> None:
+    claude = {"client": Client.CLAUDE_CODE, "family": Family.ANTHROPIC_MESSAGES, "provider": "anthropic"}
+    records = [
+        started("cc1", session_id="sess-a", **claude),
+        tokens("cc1", "m1", T0, 10, 5),
+        started("cc2", actor="bob", session_id="sess-b", **claude),
+        tokens("cc2", "m1", T0, 20, 6),
+        started("cx1", client=Client.CODEX, session_id="thread-1"),
+        tokens("cx1", "m1", T0, 300, 7),
+        started("u1"),
+        tokens("u1", "m1", T0, 4000, 8),
+    ]
+
+    async def body() -> None:
+        async with opened(db_url) as store:
+            await store.write(records)
+            assert await store.usage(by=("client",)) == [
+                usage_row(2, 30, 11, 0, client="claude-code"),
+                usage_row(1, 300, 7, 0, client="codex"),
+                usage_row(1, 4000, 8, 0, client="unknown"),
+            ]
+            assert await store.usage(by=("actor", "client"), client="claude-code") == [
+                usage_row(1, 10, 5, 0, actor_id="alice", client="claude-code"),
+                usage_row(1, 20, 6, 0, actor_id="bob", client="claude-code"),
+            ]
+            listed, _ = await store.list_interceptions(client="codex")
+            assert [(item["id"], item["client"], item["session_id"]) for item in listed] == [
+                ("cx1", "codex", "thread-1")
+            ]
+            assert (await store.get_interception("cc2"))["session_id"] == "sess-b"
+
+    run(body())
+
+
+def test_migration_0004_marks_earlier_interceptions_of_unknown_client(empty_url: str) -> None:
+    async def body() -> None:
+        await upgrade(empty_url, "0003")
+        engine = create_engine(empty_url)
+        try:
+            async with engine.begin() as connection:
+                for statement in (
+                    "INSERT INTO interceptions (id, actor_metadata, provider, model, streaming, started_at, "
+                    "family) VALUES ('old', '{}', 'openai', 'gpt-4o', true, '2025-03-01 12:00:00', "
+                    "'openai_chat')",
+                    "INSERT INTO interceptions (id, actor_metadata, started_at) "
+                    "VALUES ('placeholder', '{}', '2025-03-01 12:00:00')",
+                ):
+                    await connection.execute(sa.text(statement))
+        finally:
+            await engine.dispose()
+        await upgrade(empty_url)
+        async with opened(empty_url) as store:
+            old = await store.get_interception("old")
+            assert (old["client"], old["session_id"]) == ("unknown", None)
+            assert (await store.get_interception("placeholder"))["client"] is None  # its start completes it
+            assert await store.usage(by=("client",)) == [
+                usage_row(1, 0, 0, 0, client=None),
+                usage_row(1, 0, 0, 0, client="unknown"),
+            ]
 
     run(body())
 
@@ -1187,6 +1253,12 @@ def test_usage_report(db_url: str, tmp_path: Path) -> None:
         ["alice", "gpt-4o-mini"],
         ["bob", "gpt-4o"],
     ]
+    assert run(usage_report(db_url, None, "client", client="unknown")).splitlines()[::2] == [
+        "Token usage from unknown, all time, by client",
+        "CLIENT   INTERCEPTIONS  INPUT  OUTPUT  CACHE READ  CACHE WRITE",
+        "-------  -------------  -----  ------  ----------  -----------",
+    ]
+    assert run(usage_report(db_url, None, "client", client="codex")).endswith("no usage recorded")
     assert run(usage_report(db_url, "1d", "actor")).endswith("no usage recorded")
     for since, by, message in [
         ("soon", None, "--since"),

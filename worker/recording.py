@@ -80,6 +80,8 @@ class InterceptionRecording:
                 model=str(self._job.body.get("model")),
                 streaming=self._job.streaming,
                 user_agent=self._job.user_agent,
+                client=self._job.client,
+                session_id=self._job.session_id,
                 started_at=datetime.fromtimestamp(self._job.enqueued_at, UTC),
             )
         )

@@ -1,5 +1,5 @@
 """Reading the usage records: the listing of interceptions (paged by cursor), one interception with its
-records, and token totals grouped by actor, provider, family, model and day."""
+records, and token totals grouped by actor, client, provider, family, model and day."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from shared.recording.schema import interceptions, model_thoughts, prompt_usages, token_usages, tool_usages
 
-USAGE_DIMENSIONS = ("actor", "provider", "family", "model", "day")
+USAGE_DIMENSIONS = ("actor", "client", "provider", "family", "model", "day")
 DEFAULT_USAGE_BY = ("actor", "model", "day")
 
 
@@ -34,6 +34,7 @@ class RecordReads:
         model: str | None = None,
         provider: str | None = None,
         family: str | None = None,
+        client: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
         cursor: str | None = None,
@@ -53,6 +54,7 @@ class RecordReads:
             model=model,
             provider=provider,
             family=family,
+            client=client,
         )
         if cursor is not None:
             after_time, after_id = decode_cursor(cursor)
@@ -127,21 +129,23 @@ class RecordReads:
         actor: str | None = None,
         provider: str | None = None,
         family: str | None = None,
+        client: str | None = None,
     ) -> list[dict[str, Any]]:
         """Token totals and interception counts of the interceptions started in [since, until) (of that
-        ``actor``, ``provider`` and ``family`` alone, those given), grouped by any of ``actor``,
-        ``provider``, ``family``, ``model`` and ``day`` (the UTC day the interception started,
-        ``YYYY-MM-DD``).
+        ``actor``, ``provider``, ``family`` and ``client`` alone, those given), grouped by any of
+        ``actor``, ``client``, ``provider``, ``family``, ``model`` and ``day`` (the UTC day the
+        interception started, ``YYYY-MM-DD``).
 
-        A row has the keys of its grouping (``actor_id``, ``provider``, ``family``, ``model``, ``day``)
-        then ``interceptions``, ``input_tokens``, ``output_tokens``, ``cache_read_tokens``,
-        ``cache_write_tokens``. Rows are ordered by day, actor, provider, family, model (a missing one
-        first). An interception's tokens all count on the day it started.
+        A row has the keys of its grouping (``actor_id``, ``client``, ``provider``, ``family``, ``model``,
+        ``day``) then ``interceptions``, ``input_tokens``, ``output_tokens``, ``cache_read_tokens``,
+        ``cache_write_tokens``. Rows are ordered by day, actor, client, provider, family, model (a missing
+        one first). An interception's tokens all count on the day it started.
         """
         dimensions = usage_dimensions(by)
         table, tokens = interceptions.c, token_usages.c
         keys = {
             "actor": table.actor_id,
+            "client": table.client,
             "provider": table.provider,
             "family": table.family,
             "model": table.model,
@@ -154,7 +158,9 @@ class RecordReads:
             sa.func.count(sa.distinct(table.id)).label("interceptions"),
             *(sa.func.coalesce(sa.func.sum(tokens[key]), 0).label(key) for key in _TOKEN_KEYS),
         ).select_from(interceptions.outerjoin(token_usages, tokens.interception_id == table.id))
-        query = _matching(query, since, until, actor_id=actor, provider=provider, family=family)
+        query = _matching(
+            query, since, until, actor_id=actor, provider=provider, family=family, client=client
+        )
         if grouping:
             query = query.group_by(*grouping)
         async with self.engine.connect() as connection:
@@ -183,19 +189,20 @@ class RecordReads:
 
 _USAGE_KEYS = {
     "actor": "actor_id",
+    "client": "client",
     "provider": "provider",
     "family": "family",
     "model": "model",
     "day": "day",
 }
-_ORDER = ("day", "actor_id", "provider", "family", "model")
+_ORDER = ("day", "actor_id", "client", "provider", "family", "model")
 _TOKEN_KEYS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
 _NO_TOKENS = dict.fromkeys(_TOKEN_KEYS, 0)
 
 
 def usage_dimensions(by: Iterable[str] | str) -> tuple[str, ...]:
-    """``by`` (names, or one comma-separated string) as distinct dimensions in the order actor, provider,
-    family, model, day. Raises ValueError for an unknown name."""
+    """``by`` (names, or one comma-separated string) as distinct dimensions in the order actor, client,
+    provider, family, model, day. Raises ValueError for an unknown name."""
     names = [part.strip() for part in by.split(",")] if isinstance(by, str) else [part.strip() for part in by]
     names = [name for name in names if name]
     if unknown := [name for name in names if name not in USAGE_DIMENSIONS]:

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.clients import Client
 from shared.families import Family
 
 
@@ -39,6 +40,8 @@ class InterceptionStarted(_Record):
     model: str
     streaming: bool
     user_agent: str | None = None
+    client: Client = Client.UNKNOWN  # the default: the records of workers older than client detection
+    session_id: str | None = None
     started_at: datetime
 
 

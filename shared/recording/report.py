@@ -18,6 +18,7 @@ from shared.recording.times import parse_time
 DEFAULT_REPORT_BY = ("actor", "model")
 _KEY_COLUMNS = {
     "actor": ("ACTOR", "actor_id"),
+    "client": ("CLIENT", "client"),
     "provider": ("PROVIDER", "provider"),
     "family": ("FAMILY", "family"),
     "model": ("MODEL", "model"),
@@ -75,10 +76,12 @@ def _text(value: Any) -> str:
     return "(none)" if value is None or value == "" else str(value)
 
 
-async def usage_report(url: str, since: str | None, by: str | None, provider: str | None = None) -> str:
+async def usage_report(
+    url: str, since: str | None, by: str | None, provider: str | None = None, client: str | None = None
+) -> str:
     """The usage table of the records at ``url``: since ``since`` (ISO-8601 or a duration before now, like
-    ``7d``; all time when None), of ``provider`` alone when given, grouped by ``by`` (a comma list of
-    actor, provider, family, model, day; actor and model when None). Raises ReportError."""
+    ``7d``; all time when None), of ``provider`` and ``client`` alone when given, grouped by ``by`` (a comma
+    list of actor, client, provider, family, model, day; actor and model when None). Raises ReportError."""
     try:
         start = parse_time(since) if since is not None else None
     except ValueError as exc:
@@ -93,14 +96,14 @@ async def usage_report(url: str, since: str | None, by: str | None, provider: st
         raise ReportError(f"no usage records at {shown}: the gateway creates them when it first runs")
     store = RecordStore(url)
     try:
-        rows = await store.usage(since=start, by=dimensions, provider=provider)
+        rows = await store.usage(since=start, by=dimensions, provider=provider, client=client)
     except (SQLAlchemyError, OSError) as exc:
         cause = getattr(exc, "orig", None) or exc
         detail = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         raise ReportError(f"cannot read the usage records at {shown}: {detail}") from None
     finally:
         await store.close()
-    return f"{_heading(start, dimensions, provider)}\n\n{format_usage_table(rows, dimensions)}"
+    return f"{_heading(start, dimensions, provider, client)}\n\n{format_usage_table(rows, dimensions)}"
 
 
 def _missing_sqlite_file(database: sa.URL) -> bool:
@@ -110,8 +113,11 @@ def _missing_sqlite_file(database: sa.URL) -> bool:
     return not Path(database.database).is_file()
 
 
-def _heading(since: datetime | None, dimensions: Sequence[str], provider: str | None) -> str:
+def _heading(
+    since: datetime | None, dimensions: Sequence[str], provider: str | None, client: str | None
+) -> str:
     period = f"since {since:%Y-%m-%d %H:%M} UTC" if since is not None else "all time"
     of = f" of {provider}" if provider is not None else ""
+    source = f" from {client}" if client is not None else ""
     grouping = f", by {' and '.join(dimensions)}" if dimensions else ""
-    return f"Token usage{of}, {period}{grouping}"
+    return f"Token usage{of}{source}, {period}{grouping}"

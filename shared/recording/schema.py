@@ -55,9 +55,12 @@ interceptions = sa.Table(
     sa.Column("ended_at", UTCDateTime),
     sa.Column("outcome", sa.Text),
     sa.Column("family", sa.Text),  # shared/families.py Family
+    sa.Column("client", sa.Text),  # shared/clients.py Client
+    sa.Column("session_id", sa.Text),  # the client's own session id
     sa.Index("ix_interceptions_started_at_id", "started_at", "id"),
     sa.Index("ix_interceptions_actor_id_started_at", "actor_id", "started_at"),
     sa.Index("ix_interceptions_model_started_at", "model", "started_at"),
+    sa.Index("ix_interceptions_client_started_at", "client", "started_at"),
 )
 
 

@@ -45,6 +45,8 @@ _START_COLUMNS = (
     "model",
     "streaming",
     "user_agent",
+    "client",
+    "session_id",
     "started_at",
 )
 
@@ -131,6 +133,8 @@ class Batch:
                         "model": record.model,
                         "streaming": record.streaming,
                         "user_agent": record.user_agent,
+                        "client": str(record.client),
+                        "session_id": record.session_id,
                         "started_at": record.started_at,
                     }
                 )
