@@ -81,6 +81,8 @@ class ToolLoop:
                 else:
                     await self._run_blocking()
             except UpstreamFailure as failure:
+                if failure.headers:
+                    self._stream.upstream_answered(failure.headers.items())
                 cut = isinstance(failure, UpstreamCut)
                 outcome = Outcome.UPSTREAM_CUT if cut else None
                 await self._fail(failure.status, failure.body_for(self._job.family), outcome)
