@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -15,7 +15,7 @@ from shared.config import Settings
 from shared.errors import error_body
 from shared.families import Family
 from shared.families import error_body as family_error_body
-from shared.key_pool import KeyOutcome, KeyPool, KeysExhausted, PooledKey, key_outcome
+from shared.key_pool import KeyOutcome, KeyPool, KeysExhausted, PooledKey, key_outcome, masked
 from shared.providers import Provider, providers
 
 ERROR_BODY_LIMIT = 1 << 20
@@ -80,6 +80,7 @@ class Upstream:
         self._pool = pool
         self._headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
         self._key_headers = provider.auth_headers()
+        self._key_hint = masked(provider.key.get_secret_value()) if provider.key is not None else None
         self._timeout = aiohttp.ClientTimeout(
             total=None,
             connect=settings.upstream_connect_timeout,
@@ -88,15 +89,20 @@ class Upstream:
 
     @asynccontextmanager
     async def post(
-        self, path: str, body: dict[str, Any], headers: Mapping[str, str] | None = None
+        self,
+        path: str,
+        body: dict[str, Any],
+        headers: Mapping[str, str] | None = None,
+        on_key: Callable[[str], None] | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """POST ``body`` to the upstream, with ``headers`` over the usual ones; failures to connect or to
         hear back become UpstreamFailure, a connection lost while the block reads the body UpstreamCut.
         With a pool of keys, an answer that puts its key out (shared/key_pool.py) is not the block's: the
-        call is made again with the next key, and when none is left the block gets UpstreamFailure."""
+        call is made again with the next key, and when none is left the block gets UpstreamFailure.
+        ``on_key`` hears the masked hint of the central key of the answer the block gets."""
         data = orjson.dumps(body)
         async with guard_upstream():
-            async with self._answer(path, data, headers or {}) as response:
+            async with self._answer(path, data, headers or {}, on_key or _ignore) as response:
                 try:
                     yield response
                 except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
@@ -108,10 +114,13 @@ class Upstream:
 
     @asynccontextmanager
     async def _answer(
-        self, path: str, data: bytes, headers: Mapping[str, str]
+        self, path: str, data: bytes, headers: Mapping[str, str], on_key: Callable[[str], None]
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        if self._pool is None or self._provider.key_header in headers:  # one key, or the client's own
+        client_key = self._provider.key_header in headers
+        if self._pool is None or client_key:  # one central key (or none), or the client's own
             async with self._send(path, data, {**self._key_headers, **headers}) as response:
+                if self._key_hint is not None and not client_key:
+                    on_key(self._key_hint)
                 yield response
             return
         tried: list[PooledKey] = []
@@ -124,6 +133,7 @@ class Upstream:
             async with self._send(path, data, {**headers, **key_headers}) as response:
                 outcome = key_outcome(response.status)
                 if outcome is KeyOutcome.KEPT:
+                    on_key(key.hint)
                     yield response
                     return
                 await self._pool.report(key, outcome, response.status, response.headers)
@@ -149,6 +159,10 @@ class Upstream:
         if self._provider.key_header in {**self._key_headers, **(headers or {})}:
             return None
         return f"{no_key_message(self._provider)} and the request brought none ({CLIENT_KEY_HEADER})"
+
+
+def _ignore(hint: str) -> None:
+    pass
 
 
 def exhausted_failure(provider: Provider, exhausted: KeysExhausted) -> GatewayFailure:

@@ -64,6 +64,11 @@ def _up(url: str) -> bool:
         return False
 
 
+def _ended(url: str) -> bool:
+    answer = httpx2.get(url, timeout=5)
+    return answer.status_code == 200 and answer.json()["outcome"] is not None
+
+
 def metric(deployment, name: str, **labels: str) -> float:
     """The sum over both workers of one sample."""
     key = (name, tuple(sorted(labels.items())))
@@ -88,6 +93,10 @@ def test_a_rate_limited_key_moves_its_request_and_the_next_ones_to_another_key(p
         assert "".join(c.choices[0].delta.content or "" for c in answer.parse() if c.choices) == "ok"
     used = keys_used(scenario)
     assert used.count(cooling) == 1 and used.count(working) == 4  # the rate-limited key, asked once
+    interception = answer.headers["x-aibridge-interception-id"]
+    record = f"{pooled.url}/api/v1/interceptions/{interception}"
+    pooled.wait_until(lambda: _ended(record), "the interception's record")
+    assert httpx2.get(record).json()["key_hint"] == "sk-...bbbb"  # the key that answered, masked
     pooled.wait_until(
         lambda: metric(pooled, "aibridge_upstream_key_failovers_total", provider="openai") == 1,
         "the failover counted",
