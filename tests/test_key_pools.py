@@ -11,6 +11,7 @@ import httpx2
 import openai
 import pytest
 import redis
+from cryptography.fernet import Fernet
 
 from shared.key_pool import fingerprint
 from shared.local import free_port
@@ -23,6 +24,7 @@ DEFAULT_KEYS = ["sk-pool-default-aaaa", "sk-pool-default-bbbb"]  # AIBRIDGE_OPEN
 REFUSE_KEYS = ["sk-refuse-1111", "sk-refuse-2222", "sk-refuse-3333"]
 COOL_KEYS = ["sk-ant-cool-1111", "sk-ant-cool-2222"]
 DEAD_KEYS = ["sk-dead-1111", "sk-dead-2222"]
+BYOK_KEYS = ["sk-byok-1111", "sk-byok-2222"]
 COOLDOWN = 9
 
 
@@ -43,12 +45,14 @@ def pooled(make_gateway_module, upstream):
         {"name": "refuse", "type": "openai", "base_url": upstream.base_url, "keys": REFUSE_KEYS},
         {"name": "cool", "type": "anthropic", "base_url": anthropic_url, "keys": COOL_KEYS},
         {"name": "dead", "type": "openai", "base_url": upstream.base_url, "keys": DEAD_KEYS},
+        {"name": "byok", "type": "openai", "base_url": upstream.base_url, "keys": BYOK_KEYS},
     ]
     deployment = make_gateway_module(
         AIBRIDGE_OPENAI_API_KEY=",".join(DEFAULT_KEYS),
         AIBRIDGE_PROVIDERS=json.dumps(configured),
         AIBRIDGE_UPSTREAM_KEY_COOLDOWN=str(COOLDOWN),
         AIBRIDGE_WORKER_METRICS_PORT=str(ports[0]),
+        AIBRIDGE_SECRET_KEY=Fernet.generate_key().decode(),
     )
     deployment.add_worker(AIBRIDGE_WORKER_METRICS_PORT=str(ports[1]))
     urls = [f"http://127.0.0.1:{port}/metrics" for port in ports]
@@ -152,3 +156,19 @@ def test_every_key_refused_is_a_503_without_retry_after(pooled, upstream):
     assert refused.value.status_code == 503 and "retry-after" not in refused.value.response.headers
     assert refused.value.code == "upstream_keys_disabled"
     assert sorted(keys_used(scenario)) == DEAD_KEYS
+
+
+def test_the_clients_own_key_bypasses_the_pool(pooled, upstream):
+    own = "sk-own-key-of-the-client-7777"
+    model, scenario = upstream.scenario(REFUSED)
+    client = openai.OpenAI(
+        base_url=f"{pooled.url}/byok/v1",
+        api_key="unused",
+        max_retries=0,
+        default_headers={"X-Upstream-Authorization": f"Bearer {own}"},
+    )
+    with pytest.raises(openai.AuthenticationError):  # the upstream's own 401: the client's key is at fault
+        client.chat.completions.create(model=model, messages=HI)
+    assert keys_used(scenario) == [own]
+    disabled = {"provider": "byok", "state": "disabled"}
+    assert metric(pooled, "aibridge_upstream_key_transitions_total", **disabled) == 0
