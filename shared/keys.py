@@ -70,6 +70,11 @@ class RedisKeys:
         gateway tool rounds, and for background responses): what ``previous_response_id`` continues from."""
         return f"{self.prefix}response-alias:{response_id}"
 
+    def key_pool(self, provider: str) -> str:
+        """Hash of a provider's key pool (shared/key_pool.py): key fingerprint -> "disabled" or the epoch ms
+        its cooling ends, and ``next``, the round robin's turn."""
+        return f"{self.prefix}key-pool:{provider}"
+
     def actor_slots(self, actor_id: str | None) -> str:
         """Sorted set of the actor's running interceptions, each scored by when its slot lapses (epoch ms)
         unless a heartbeat renews it. Without client keys every request is one anonymous actor's."""

@@ -73,6 +73,30 @@ class ApiMetrics:
         )
 
 
+class KeyPoolMetrics:
+    """The key pools' counters (shared/key_pool.py), labelled by provider, never by key."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.transitions = Counter(
+            "aibridge_upstream_key_transitions",
+            "Central upstream keys entering a state (cooling, disabled, available), by provider.",
+            ["provider", "state"],
+            registry=registry,
+        )
+        self.failovers = Counter(
+            "aibridge_upstream_key_failovers",
+            "Upstream calls moved to another key after one was rate limited or refused, by provider.",
+            ["provider"],
+            registry=registry,
+        )
+        self.exhaustions = Counter(
+            "aibridge_upstream_key_exhaustions",
+            "Upstream calls refused because no key could be used (429: cooling, 503: disabled), by provider.",
+            ["provider", "status"],
+            registry=registry,
+        )
+
+
 class WorkerMetrics:
     """What a worker process reports. It is a Recorder too: it counts the records the interceptions make.
 
@@ -115,6 +139,7 @@ class WorkerMetrics:
             ["family", "provider", "server", "tool", "outcome"],
             registry=self.registry,
         )
+        self.key_pools = KeyPoolMetrics(self.registry)
         self.registry.register(_RecorderCollector(recorder_counters))
         self._started: dict[str, _Started] = {}
 

@@ -96,8 +96,10 @@ def provider(settings: Settings, name: str) -> Provider:
     raise ValueError(f"unknown provider: {name!r}")
 
 
-def _keys(key: SecretStr | None) -> tuple[SecretStr, ...]:
-    return _nonempty([key] if key is not None else [])
+def _keys(keys: SecretStr | None) -> tuple[SecretStr, ...]:
+    """The keys of a variable that holds one, or several separated by commas."""
+    listed = keys.get_secret_value().split(",") if keys is not None else []
+    return _nonempty([SecretStr(key.strip()) for key in listed])
 
 
 def _nonempty(keys: list[SecretStr]) -> tuple[SecretStr, ...]:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -15,6 +15,7 @@ from shared.config import Settings
 from shared.errors import error_body
 from shared.families import Family
 from shared.families import error_body as family_error_body
+from shared.key_pool import KeyOutcome, KeyPool, KeysExhausted, PooledKey, key_outcome, masked
 from shared.providers import Provider, providers
 
 ERROR_BODY_LIMIT = 1 << 20
@@ -26,10 +27,11 @@ class UpstreamFailure(Exception):
     """The upstream answered an error, could not be reached or stopped answering; carries the status and the
     body for the client (an upstream's own error body, already in its family's shape)."""
 
-    def __init__(self, status: int, body: bytes) -> None:
+    def __init__(self, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(status)
         self.status = status
         self.body = body
+        self.headers = dict(headers or {})  # the client's, before its stream opens (e.g. Retry-After)
 
     def body_for(self, family: Family) -> bytes:
         """The body in ``family``'s shape."""
@@ -40,8 +42,15 @@ class GatewayFailure(UpstreamFailure):
     """A failure the gateway describes itself (unreachable, timed out, cut short, too large), rendered in the
     shape of the family of the interception it ends."""
 
-    def __init__(self, status: int, message: str, code: str, type_: str = "upstream_error") -> None:
-        super().__init__(status, error_body(message, type_, code))
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str,
+        type_: str = "upstream_error",
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(status, error_body(message, type_, code), headers)
         self.problem = (message, type_, code)
 
     def body_for(self, family: Family) -> bytes:
@@ -56,16 +65,22 @@ class UpstreamCut(GatewayFailure):
 
 
 class Upstream:
-    """One provider's HTTP API (shared/providers.py), as the worker calls it."""
+    """One provider's HTTP API (shared/providers.py), as the worker calls it: with its one central key, or
+    with the keys of its ``pool`` (shared/key_pool.py) when it has several."""
 
-    def __init__(self, session: aiohttp.ClientSession, provider: Provider, settings: Settings) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        provider: Provider,
+        settings: Settings,
+        pool: KeyPool | None = None,
+    ) -> None:
         self._session = session
         self._provider = provider
-        self._headers = {
-            "Content-Type": "application/json",
-            "Accept-Encoding": "identity",
-            **provider.auth_headers(),
-        }
+        self._pool = pool
+        self._headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+        self._key_headers = provider.auth_headers()
+        self._key_hint = masked(provider.key.get_secret_value()) if provider.key is not None else None
         self._timeout = aiohttp.ClientTimeout(
             total=None,
             connect=settings.upstream_connect_timeout,
@@ -74,17 +89,20 @@ class Upstream:
 
     @asynccontextmanager
     async def post(
-        self, path: str, body: dict[str, Any], headers: Mapping[str, str] | None = None
+        self,
+        path: str,
+        body: dict[str, Any],
+        headers: Mapping[str, str] | None = None,
+        on_key: Callable[[str], None] | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """POST ``body`` to the upstream, with ``headers`` over the usual ones; failures to connect or to
-        hear back become UpstreamFailure, a connection lost while the block reads the body UpstreamCut."""
+        hear back become UpstreamFailure, a connection lost while the block reads the body UpstreamCut.
+        With a pool of keys, an answer that puts its key out (shared/key_pool.py) is not the block's: the
+        call is made again with the next key, and when none is left the block gets UpstreamFailure.
+        ``on_key`` hears the masked hint of the central key of the answer the block gets."""
+        data = orjson.dumps(body)
         async with guard_upstream():
-            async with self._session.post(
-                self._provider.base_url + path,
-                data=orjson.dumps(body),
-                headers={**self._headers, **headers} if headers else self._headers,
-                timeout=self._timeout,
-            ) as response:
+            async with self._answer(path, data, headers or {}, on_key or _ignore) as response:
                 try:
                     yield response
                 except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
@@ -94,6 +112,43 @@ class Upstream:
                         "upstream_connection_lost",
                     ) from exc
 
+    @asynccontextmanager
+    async def _answer(
+        self, path: str, data: bytes, headers: Mapping[str, str], on_key: Callable[[str], None]
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        client_key = self._provider.key_header in headers
+        if self._pool is None or client_key:  # one central key (or none), or the client's own
+            async with self._send(path, data, {**self._key_headers, **headers}) as response:
+                if self._key_hint is not None and not client_key:
+                    on_key(self._key_hint)
+                yield response
+            return
+        tried: list[PooledKey] = []
+        while True:
+            try:
+                key = await self._pool.pick(tried)
+            except KeysExhausted as exhausted:
+                raise exhausted_failure(self._provider, exhausted) from None
+            key_headers = self._provider.auth_headers(key.key.get_secret_value())
+            async with self._send(path, data, {**headers, **key_headers}) as response:
+                outcome = key_outcome(response.status)
+                if outcome is KeyOutcome.KEPT:
+                    on_key(key.hint)
+                    yield response
+                    return
+                await self._pool.report(key, outcome, response.status, response.headers)
+            tried.append(key)
+
+    def _send(
+        self, path: str, data: bytes, headers: Mapping[str, str]
+    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        return self._session.post(
+            self._provider.base_url + path,
+            data=data,
+            headers={**self._headers, **headers},
+            timeout=self._timeout,
+        )
+
     def auth_headers(self, client_key: str) -> dict[str, str]:
         """The headers that authenticate with the client's own key instead of the central one."""
         return self._provider.auth_headers(client_key)
@@ -101,9 +156,33 @@ class Upstream:
     def keyless(self, headers: Mapping[str, str] | None) -> str | None:
         """For a request sent with ``headers`` over the usual ones and no upstream key at all, what to tell
         its client when the upstream refuses it (401): that the gateway has none. None when a key went."""
-        if self._provider.key_header in {**self._headers, **(headers or {})}:
+        if self._provider.key_header in {**self._key_headers, **(headers or {})}:
             return None
         return f"{no_key_message(self._provider)} and the request brought none ({CLIENT_KEY_HEADER})"
+
+
+def _ignore(hint: str) -> None:
+    pass
+
+
+def exhausted_failure(provider: Provider, exhausted: KeysExhausted) -> GatewayFailure:
+    """What the client hears when no key of ``provider`` can be used: 429 with the seconds until the soonest
+    is back when some are cooling, 503 when every one was refused (only a worker's start enables them)."""
+    if exhausted.retry_after is None:
+        return GatewayFailure(
+            503,
+            f"every upstream key of provider '{provider.name}' was refused by the upstream (401/403)",
+            "upstream_keys_disabled",
+            "server_error",
+        )
+    return GatewayFailure(
+        429,
+        f"every upstream key of provider '{provider.name}' is rate limited; "
+        f"the soonest is back in {exhausted.retry_after} s",
+        "upstream_keys_rate_limited",
+        "requests",
+        {"Retry-After": str(exhausted.retry_after)},
+    )
 
 
 def no_key_message(provider: Provider) -> str:

@@ -70,12 +70,28 @@ class CutReply:
     release: threading.Event | None = None
 
 
+@dataclass
+class ByKey:
+    """The reply for the upstream key a request carries (``Authorization: Bearer`` or ``x-api-key``), else
+    ``default``."""
+
+    replies: dict[str, Reply]
+    default: Reply
+
+
+def upstream_key(headers: dict[str, str]) -> str | None:
+    """The upstream key of a request's headers."""
+    lowered = {name.lower(): value for name, value in headers.items()}
+    bearer = lowered.get("authorization", "").removeprefix("Bearer ")
+    return lowered.get("x-api-key") or bearer or None
+
+
 def sse_body(events: list[bytes]) -> bytes:
     """SSE events carrying ``events`` as their data, as an upstream sends them."""
     return b"".join(b"data: " + event + b"\n\n" for event in events)
 
 
-Reply = SSEReply | RawReply | StreamOrNot | CutReply
+Reply = SSEReply | RawReply | StreamOrNot | CutReply | ByKey
 
 
 @dataclass
@@ -180,6 +196,8 @@ class FakeUpstream:
         scenario.received.append(received)
         index = len(scenario.received) - 1
         reply = scenario.replies[min(index, len(scenario.replies) - 1)]
+        if isinstance(reply, ByKey):
+            reply = reply.replies.get(upstream_key(received.headers) or "", reply.default)
         if isinstance(reply, StreamOrNot):
             reply = reply.streamed if body.get("stream") is True else reply.blocking
         if isinstance(reply, RawReply):

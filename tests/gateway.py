@@ -97,8 +97,8 @@ class Gateway:
         self.wait_until(lambda: self._status("/healthz", url) == 200, "the second API")
         return url, api
 
-    def add_worker(self) -> subprocess.Popen[bytes]:
-        worker = self._spawn("worker")
+    def add_worker(self, **env: str) -> subprocess.Popen[bytes]:
+        worker = self._spawn("worker", **env)
         self.workers.append(worker)
         return worker
 

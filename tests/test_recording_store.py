@@ -204,7 +204,7 @@ def one_interception(iid: str) -> list[Any]:
             created_at=T0 + s(4),
         ),
         tokens(iid, "msg-2", T0 + s(5), 50, 7, written=12),
-        InterceptionEnded(interception_id=iid, ended_at=T0 + s(6), outcome=Outcome.OK),
+        InterceptionEnded(interception_id=iid, ended_at=T0 + s(6), outcome=Outcome.OK, key_hint="sk-...abcd"),
     ]
 
 
@@ -226,6 +226,7 @@ def expected_interception(iid: str) -> dict[str, Any]:
         "started_at": T0,
         "ended_at": T0 + s(6),
         "outcome": "ok",
+        "key_hint": "sk-...abcd",
         "input_tokens": 150,
         "output_tokens": 27,
         "cache_read_tokens": 30,

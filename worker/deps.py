@@ -19,10 +19,11 @@ from redis.exceptions import RedisError
 
 from shared.byok import UpstreamKeyCipher
 from shared.config import Settings
+from shared.key_pool import KeyPool
 from shared.keys import RedisKeys
 from shared.mcp.manager import McpToolManager
 from shared.metrics import WorkerMetrics
-from shared.providers import providers
+from shared.providers import Provider, providers
 from shared.recording.drain import RecordDrainer
 from shared.recording.outbox import OutboxRecorder
 from shared.recording.records import RecorderGroup
@@ -88,7 +89,7 @@ class WorkerDeps:
             keys=keys,
             redis=redis,
             session=session,
-            upstreams={each.name: Upstream(session, each, settings) for each in providers(settings)},
+            upstreams={},
             control=control,
             tools=tools,
             writes=writes,
@@ -107,6 +108,13 @@ class WorkerDeps:
             cipher=UpstreamKeyCipher(settings.secret_key) if settings.secret_key is not None else None,
             worker_id=worker_id,
         )
+        pools = {each.name: deps._key_pool(each) for each in providers(settings)}
+        for pool in pools.values():
+            if pool is not None:
+                await pool.enable_all()
+        deps.upstreams = {
+            each.name: Upstream(session, each, settings, pools[each.name]) for each in providers(settings)
+        }
         if settings.worker_metrics_port is not None:
             deps._metrics_server, _ = start_http_server(
                 settings.worker_metrics_port, registry=deps.metrics.registry
@@ -121,6 +129,18 @@ class WorkerDeps:
         await deps._announce()
         deps._presence = asyncio.create_task(deps._announce_forever())
         return deps
+
+    def _key_pool(self, provider: Provider) -> KeyPool | None:
+        """The pool of a provider with several keys; with one, or none, the worker needs no Redis for it."""
+        if len(provider.keys) < 2:
+            return None
+        return KeyPool(
+            self.redis,
+            self.keys.key_pool(provider.name),
+            provider,
+            self.settings.upstream_key_cooldown,
+            self.metrics.key_pools,
+        )
 
     async def close(self) -> None:
         if self._metrics_server is not None:

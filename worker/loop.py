@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, contextmanager
 from typing import Any, Protocol
 
@@ -41,7 +41,11 @@ class Upstream(Protocol):
     """The provider the rounds go to (shared/upstream.py)."""
 
     def post(
-        self, path: str, body: dict[str, Any], headers: Mapping[str, str] | None = None
+        self,
+        path: str,
+        body: dict[str, Any],
+        headers: Mapping[str, str] | None = None,
+        on_key: Callable[[str], None] | None = None,
     ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]: ...
 
     def keyless(self, headers: Mapping[str, str] | None) -> str | None: ...
@@ -81,6 +85,8 @@ class ToolLoop:
                 else:
                     await self._run_blocking()
             except UpstreamFailure as failure:
+                if failure.headers:
+                    self._stream.upstream_answered(failure.headers.items())
                 cut = isinstance(failure, UpstreamCut)
                 outcome = Outcome.UPSTREAM_CUT if cut else None
                 await self._fail(failure.status, failure.body_for(self._job.family), outcome)
@@ -116,9 +122,7 @@ class ToolLoop:
 
     async def _relay_round(self, round: Round) -> None:
         """Relay one streamed upstream call through ``round``."""
-        async with self._upstream.post(
-            self._codec.path, self._codec.request_body(streaming=True), self._upstream_headers
-        ) as response:
+        async with self._post(streaming=True) as response:
             self._stream.upstream_answered(response.headers.items())
             if response.status >= 400:
                 raw = await response.content.read(ERROR_BODY_LIMIT)
@@ -135,9 +139,7 @@ class ToolLoop:
         for _ in range(self._max_rounds):
             round = self._codec.new_round()
             with self._upstream_round(round):
-                async with self._upstream.post(
-                    self._codec.path, self._codec.request_body(streaming=False), self._upstream_headers
-                ) as response:
+                async with self._post(streaming=False) as response:
                     self._stream.upstream_answered(response.headers.items())
                     raw = await response.read()
                     status = response.status
@@ -151,6 +153,10 @@ class ToolLoop:
                 return
             await self._run_tools(round, calls)
         await self._fail(500, self._round_limit_error())
+
+    def _post(self, *, streaming: bool) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        body = self._codec.request_body(streaming=streaming)
+        return self._upstream.post(self._codec.path, body, self._upstream_headers, self._recording.key_used)
 
     @contextmanager
     def _upstream_round(self, round: Round) -> Iterator[None]:

@@ -64,6 +64,7 @@ class InterceptionRecording:
         self._recorder = recorder
         self._job = job
         self._prompt = request_prompt(job.body)
+        self._key_hint: str | None = None
 
     @property
     def _id(self) -> str:
@@ -126,5 +127,11 @@ class InterceptionRecording:
             )
         )
 
+    def key_used(self, hint: str) -> None:
+        """An upstream call went with the central key of this (masked) hint."""
+        self._key_hint = hint
+
     def ended(self, outcome: Outcome) -> None:
-        self._recorder.record(InterceptionEnded(interception_id=self._id, outcome=outcome))
+        self._recorder.record(
+            InterceptionEnded(interception_id=self._id, outcome=outcome, key_hint=self._key_hint)
+        )

@@ -16,7 +16,7 @@ from sqlalchemy.pool import NullPool
 from shared.recording.engine import async_url, create_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
-HEAD = "0004"
+HEAD = "0005"
 # not alembic's default "alembic_version": the records may share a database with an application of its own
 VERSION_TABLE = "aibridge_alembic_version"
 _PG_LOCK = 0x41494252  # pg_advisory_xact_lock key: concurrent upgrades run one after the other

@@ -49,6 +49,7 @@ class InterceptionEnded(_Record):
     kind: Literal["interception_ended"] = "interception_ended"
     ended_at: datetime = Field(default_factory=utcnow)
     outcome: Outcome
+    key_hint: str | None = None  # the central upstream key the last call used, masked (none: the client's)
 
 
 class TokenUsage(_Record):

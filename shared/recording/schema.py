@@ -57,6 +57,7 @@ interceptions = sa.Table(
     sa.Column("family", sa.Text),  # shared/families.py Family
     sa.Column("client", sa.Text),  # shared/clients.py Client
     sa.Column("session_id", sa.Text),  # the client's own session id
+    sa.Column("key_hint", sa.Text),  # the central key's of the last upstream call (shared/key_pool.py masked)
     sa.Index("ix_interceptions_started_at_id", "started_at", "id"),
     sa.Index("ix_interceptions_actor_id_started_at", "actor_id", "started_at"),
     sa.Index("ix_interceptions_model_started_at", "model", "started_at"),

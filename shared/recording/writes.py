@@ -75,6 +75,7 @@ async def write_batch(connection: AsyncConnection, batch: Batch, insert: Callabl
             .values(
                 ended_at=sa.bindparam("end_at", type_=interceptions.c.ended_at.type),
                 outcome=sa.bindparam("end_outcome", type_=sa.Text),
+                key_hint=sa.bindparam("end_key_hint", type_=sa.Text),
             )
         )
         await connection.execute(end, list(batch.ends.values()))
@@ -144,6 +145,7 @@ class Batch:
                     "end_id": interception_id,
                     "end_at": record.ended_at,
                     "end_outcome": str(record.outcome),
+                    "end_key_hint": record.key_hint,
                 }
                 self._seen(interception_id, record.ended_at)
             case TokenUsage():
