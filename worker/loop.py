@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Mapping
-from contextlib import AbstractAsyncContextManager, contextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
-import aiohttp
 import orjson
 
 from shared.errors import prefix_message
@@ -23,6 +22,7 @@ from shared.upstream import ERROR_BODY_LIMIT, UpstreamCut, UpstreamFailure
 from worker.codec import CodecFactory, Round, SseEvent, ToolCall, ToolResult
 from worker.control import CLIENT_GONE
 from worker.job_stream import JobStream
+from worker.job_upstream import JobUpstream
 from worker.recording import InterceptionRecording
 from worker.sse import iter_sse_batches
 
@@ -37,32 +37,20 @@ class ToolProxy(Protocol):
     async def call(self, tool: McpTool, arguments: dict[str, Any]) -> Any: ...
 
 
-class Upstream(Protocol):
-    """The provider the rounds go to (shared/upstream.py)."""
-
-    def post(
-        self, path: str, body: dict[str, Any], headers: Mapping[str, str] | None = None
-    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]: ...
-
-    def keyless(self, headers: Mapping[str, str] | None) -> str | None: ...
-
-
 class ToolLoop:
     def __init__(
         self,
         job: InterceptionJob,
         codec_factory: CodecFactory,
-        upstream: Upstream,
+        upstream: JobUpstream,
         stream: JobStream,
         tools: ToolProxy,
         recorder: Recorder,
         *,
         max_rounds: int,
-        upstream_headers: dict[str, str] | None = None,
     ) -> None:
         self._job = job
         self._upstream = upstream
-        self._upstream_headers = upstream_headers
         self._stream = stream
         self._tools = tools
         offered = tools.tools()
@@ -117,7 +105,7 @@ class ToolLoop:
     async def _relay_round(self, round: Round) -> None:
         """Relay one streamed upstream call through ``round``."""
         async with self._upstream.post(
-            self._codec.path, self._codec.request_body(streaming=True), self._upstream_headers
+            self._codec.path, self._codec.request_body(streaming=True)
         ) as response:
             self._stream.upstream_answered(response.headers.items())
             if response.status >= 400:
@@ -136,7 +124,7 @@ class ToolLoop:
             round = self._codec.new_round()
             with self._upstream_round(round):
                 async with self._upstream.post(
-                    self._codec.path, self._codec.request_body(streaming=False), self._upstream_headers
+                    self._codec.path, self._codec.request_body(streaming=False)
                 ) as response:
                     self._stream.upstream_answered(response.headers.items())
                     raw = await response.read()
@@ -154,12 +142,18 @@ class ToolLoop:
 
     @contextmanager
     def _upstream_round(self, round: Round) -> Iterator[None]:
-        """One upstream call's span, and its records once it ends, however it ends."""
+        """One upstream call's span, its outcome for the circuit, and its records once it ends, however it
+        ends."""
         try:
             with tracer().start_as_current_span(
                 "Intercept.ProcessRequest.Upstream", attributes=interception_attributes(self._job)
             ):
                 yield
+        except UpstreamFailure as failure:
+            self._upstream.called(failure)
+            raise
+        else:
+            self._upstream.called(None)
         finally:
             self._recording.round_ended(round.message_id, round.usage)
             for thought in round.thoughts:
@@ -169,7 +163,7 @@ class ToolLoop:
         """The client's body for an upstream's error answer, in the family's shape: the upstream's own, told
         first, on a 401 to a request that carried no key at all, that the gateway has none."""
         body = normalize_error(self._job.family, status, raw)
-        if status == 401 and (keyless := self._upstream.keyless(self._upstream_headers)) is not None:
+        if status == 401 and (keyless := self._upstream.keyless()) is not None:
             return prefix_message(body, keyless)
         return body
 
