@@ -21,6 +21,7 @@ from api.limits import ActorLimited, Limits
 from api.state import ApiState
 from api.stream_hub import Tail
 from shared.background import response_id_of
+from shared.breaker import ADMIT_FRAGMENT
 from shared.client_keys import Actor
 from shared.clients import UNIDENTIFIED, ClientIdentity
 from shared.families import Family
@@ -43,11 +44,14 @@ class QueueFull(GatewayError):
 
 # One script checks every limit and, only if all pass, queues the job: a refused request leaves nothing
 # behind, and an admitted one costs the same single round trip as before.
-# KEYS: job, queue, pending, the actor's slots, the actor's request count, the interception's owner
+# KEYS: job, queue, pending, the actor's slots, the actor's request count, the interception's owner, its
+#       circuit (shared/breaker.py)
 # ARGV: job payload, job ttl ms, queue score ms, interception id, max queue depth, max concurrent per actor,
 #       now ms, slot lease ms, requests per minute per actor, owner actor id ('' for none), ms the longest
-#       interception lasts (the owner's ttl, and the slots set's: its members lapse one by one by score)
-ENQUEUE_SCRIPT = """
+#       interception lasts (the owner's ttl, and the slots set's: its members lapse one by one by score),
+#       the circuit's probes (0: no breaker), its open time ms
+ENQUEUE_SCRIPT = (
+    """
 local waiting = redis.call('LLEN', KEYS[3])
 local depth = tonumber(ARGV[5])
 if depth > 0 and waiting >= depth then return {'queue_full', waiting} end
@@ -65,6 +69,9 @@ if per_minute > 0 then
     redis.call('PEXPIRE', KEYS[5], 60000)
   end
 end
+"""
+    + ADMIT_FRAGMENT
+    + """
 if concurrent > 0 then
   redis.call('ZADD', KEYS[4], tonumber(ARGV[7]) + tonumber(ARGV[8]), ARGV[4])
   redis.call('PEXPIRE', KEYS[4], ARGV[11])
@@ -75,6 +82,18 @@ redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 redis.call('RPUSH', KEYS[3], ARGV[4])
 return {'ok', waiting}
 """
+)
+
+
+class CircuitOpen(GatewayError):
+    """The provider's circuit is open (shared/breaker.py): refused before queueing (HTTP 503)."""
+
+    def __init__(self, provider: str, retry_ms: int) -> None:
+        retry_after = max(1, math.ceil(retry_ms / 1000))
+        message = (
+            f"the provider '{provider}' is failing (its circuit breaker is open); try again in {retry_after}s"
+        )
+        super().__init__(503, message, "server_error", "circuit_open", {"Retry-After": str(retry_after)})
 
 
 NO_LIMITS = Limits()
@@ -88,7 +107,8 @@ def add_job(
     The job expires unless a worker takes it within ``expires`` seconds.
 
     The command's result is ``[b"ok", jobs waiting before this one]``, or the refusal: ``[b"queue_full",
-    jobs waiting]``, ``[b"concurrency", limit]`` or ``[b"rate", ms until the window ends]``."""
+    jobs waiting]``, ``[b"concurrency", limit]``, ``[b"rate", ms until the window ends]`` or
+    ``[b"circuit_open", ms until a request may pass]``."""
     enqueued_ms = int(job.enqueued_at * 1000)
     try:  # the only JSON that cannot be encoded again is nested too deep, with the job's own levels
         payload = job.model_dump(mode="json")
@@ -104,6 +124,7 @@ def add_job(
         keys.actor_slots(job.actor_id),
         keys.actor_requests(job.actor_id),
         keys.owner(job.interception_id),
+        keys.circuit(job.provider, job.family, str(job.body["model"])),
     )
     pipe.eval(
         ENQUEUE_SCRIPT,
@@ -120,6 +141,8 @@ def add_job(
         limits.requests_per_minute_per_actor,
         job.actor_id or "",
         int(limits.lifetime * 1000),
+        limits.circuit_probes,
+        int(limits.circuit_open_time * 1000),
     )
 
 
@@ -152,6 +175,9 @@ async def enqueue(
             also(pipe)
         results = await pipe.execute()
     verdict, value = results[len(first)]
+    if verdict == b"circuit_open":
+        state.metrics.circuit_rejects.labels(str(job.family), job.provider).inc()
+        raise CircuitOpen(job.provider, value)
     _raise_refusal(verdict, value)
 
 

@@ -47,6 +47,8 @@ class Limits:
     requests_per_minute_per_actor: int = 0
     slot_lease: float = 60.0  # seconds, until a worker's heartbeats take over renewing the slot
     lifetime: float = 3600.0  # seconds the longest interception lasts: its owner record's ttl
+    circuit_probes: int = 0  # requests a half-open circuit lets through (0: no circuit breaker)
+    circuit_open_time: float = 30.0
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
@@ -56,6 +58,8 @@ class Limits:
             requests_per_minute_per_actor=settings.requests_per_minute_per_actor,
             slot_lease=settings.pickup_timeout + settings.slot_lease,
             lifetime=settings.pickup_timeout + settings.job_timeout + settings.stream_retention,
+            circuit_probes=settings.circuit_probes if settings.circuit_failure_threshold else 0,
+            circuit_open_time=settings.circuit_open_time,
         )
 
 

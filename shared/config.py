@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     upstream_connect_timeout: float = Field(default=10.0, gt=0)
     upstream_read_timeout: float = Field(default=600.0, gt=0)
     upstream_key_cooldown: float = Field(default=60.0, gt=0)
+    circuit_failure_threshold: int = Field(default=5, ge=0)
+    circuit_failure_window: float = Field(default=10.0, gt=0)
+    circuit_open_time: float = Field(default=30.0, gt=0)
+    circuit_probes: int = Field(default=3, ge=1)
 
     max_queue_depth: int = Field(default=10_000, ge=0)
     worker_max_jobs: int = Field(default=500, ge=1)

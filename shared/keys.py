@@ -75,6 +75,10 @@ class RedisKeys:
         its cooling ends, and ``next``, the round robin's turn."""
         return f"{self.prefix}key-pool:{provider}"
 
+    def circuit(self, provider: str, family: str, model: str) -> str:
+        """The circuit breaker of one provider's endpoint (API family) and model (shared/breaker.py)."""
+        return f"{self.prefix}circuit:{provider}:{family}:{model}"
+
     def actor_slots(self, actor_id: str | None) -> str:
         """Sorted set of the actor's running interceptions, each scored by when its slot lapses (epoch ms)
         unless a heartbeat renews it. Without client keys every request is one anonymous actor's."""

@@ -65,6 +65,12 @@ class ApiMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.circuit_rejects = Counter(
+            "aibridge_circuit_rejects_total",
+            "Requests refused before queueing because their provider's circuit was open.",
+            ["family", "provider"],
+            registry=self.registry,
+        )
         self.relay_lag = Histogram(
             "aibridge_relay_lag_seconds",
             "From a worker writing a stream entry to the API sending it to the client.",
@@ -140,8 +146,26 @@ class WorkerMetrics:
             registry=self.registry,
         )
         self.key_pools = KeyPoolMetrics(self.registry)
+        self.circuit_state = Gauge(
+            "aibridge_circuit_state",
+            "A provider endpoint's circuit as this worker last saw it: 0 closed, 0.5 half-open, 1 open.",
+            ["family", "provider", "model"],
+            registry=self.registry,
+        )
+        self.circuit_trips = Counter(
+            "aibridge_circuit_trips",
+            "Circuits this worker's reports opened.",
+            ["family", "provider", "model"],
+            registry=self.registry,
+        )
         self.registry.register(_RecorderCollector(recorder_counters))
         self._started: dict[str, _Started] = {}
+
+    def circuit_seen(self, family: str, provider: str, model: str, state: float, opened: bool) -> None:
+        labels = (family, provider, self._model_label(model))
+        self.circuit_state.labels(*labels).set(state)
+        if opened:
+            self.circuit_trips.labels(*labels).inc()
 
     def record(self, record: Record) -> None:
         if isinstance(record, InterceptionStarted):

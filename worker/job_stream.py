@@ -123,7 +123,7 @@ class JobStream:
         self._writer = writer
         self._lease = lease
         self._aliases = aliases
-        self._remembered: tuple[Command, ...] = ()  # sent with the next write
+        self._remembered: list[tuple[Command, Callable[[Any], None] | None]] = []  # sent with the next write
         self._key = key.encode()
         self._xadd_creating = (b"XADD", self._key, b"*")
         self._xadd = (b"XADD", self._key, b"NOMKSTREAM", b"*")
@@ -158,8 +158,12 @@ class JobStream:
             expire_ms = self._lifetime_ms
         if expire_ms is not None:
             commands.append((b"PEXPIRE", self._key, expire_ms))
-        remembered, self._remembered = self._remembered, ()  # first: set before the events that show them
-        results = (await self._writer.write([*remembered, *commands, *also]))[len(remembered) :]
+        remembered, self._remembered = self._remembered, []  # first: set before the events that show them
+        replies = await self._writer.write([*(command for command, _ in remembered), *commands, *also])
+        for (_, take_reply), reply in zip(remembered, replies, strict=False):
+            if take_reply is not None:
+                take_reply(reply)
+        results = replies[len(remembered) :]
         self._created = True
         if not creates and None in results[: len(messages)]:  # NOMKSTREAM: the stream is gone
             raise StreamLost(self._key.decode())
@@ -181,8 +185,11 @@ class JobStream:
     def remember(self, aliases: Mapping[str, str]) -> None:
         """Map response ids the client was shown to the upstream's, with the next write: before the client
         can read the events that show them, it can continue from them."""
-        if aliases:
-            self._remembered += self._aliases.commands(aliases)
+        self._remembered += ((command, None) for command in self._aliases.commands(aliases))
+
+    def send_later(self, command: Command, take_reply: Callable[[Any], None] | None = None) -> None:
+        """Run ``command`` with the next write (no round trip of its own); ``take_reply`` gets its reply."""
+        self._remembered.append((command, take_reply))
 
     async def heartbeat(self) -> None:
         if self._ended:  # done is the stream's last entry: a resume after it knows the stream is over

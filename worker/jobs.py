@@ -11,6 +11,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from redis.exceptions import RedisError
 
+from shared.breaker import BreakerSettings
 from shared.byok import UnusableUpstreamKey, UpstreamKeyCipher
 from shared.config import Settings
 from shared.families import Family, error_body
@@ -19,6 +20,7 @@ from shared.upstream import Upstream, actor_headers
 from worker.deps import WorkerDeps
 from worker.families import CODECS
 from worker.job_stream import JobStream, ResponseAliases, SlotLease
+from worker.job_upstream import CircuitReports, JobUpstream
 from worker.loop import ToolLoop
 
 logger = logging.getLogger(__name__)
@@ -55,12 +57,11 @@ async def intercept(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
     interception = ToolLoop(
         job,
         CODECS[job.family],
-        upstream,
+        JobUpstream(upstream, headers, circuit_reports(deps, job, stream)),
         stream,
         deps.tools,
         deps.records,
         max_rounds=settings.mcp_max_rounds,
-        upstream_headers=headers,
     )
     async with stream.heartbeats(deps.settings.heartbeat_interval):
         parent = otel_context.attach(propagate.extract(job.trace_context))
@@ -123,6 +124,16 @@ def job_stream(deps: WorkerDeps, job: InterceptionJob) -> JobStream:
         lease=lease,
         aliases=ResponseAliases(keys.response_alias, settings.response_id_retention),
     )
+
+
+def circuit_reports(deps: WorkerDeps, job: InterceptionJob, stream: JobStream) -> CircuitReports:
+    family, provider, model = str(job.family), job.provider, str(job.body["model"])
+
+    def seen(state: float, opened: bool) -> None:
+        deps.metrics.circuit_seen(family, provider, model, state, opened)
+
+    key = deps.keys.circuit(provider, family, model)
+    return CircuitReports(stream, key, BreakerSettings.of(deps.settings), seen)
 
 
 def continued_response(job: InterceptionJob) -> str | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
 from typing import Any, Protocol
 
@@ -23,6 +23,7 @@ from shared.upstream import ERROR_BODY_LIMIT, UpstreamCut, UpstreamFailure
 from worker.codec import CodecFactory, Round, SseEvent, ToolCall, ToolResult
 from worker.control import CLIENT_GONE
 from worker.job_stream import JobStream
+from worker.job_upstream import JobUpstream
 from worker.recording import InterceptionRecording
 from worker.sse import iter_sse_batches
 
@@ -37,36 +38,20 @@ class ToolProxy(Protocol):
     async def call(self, tool: McpTool, arguments: dict[str, Any]) -> Any: ...
 
 
-class Upstream(Protocol):
-    """The provider the rounds go to (shared/upstream.py)."""
-
-    def post(
-        self,
-        path: str,
-        body: dict[str, Any],
-        headers: Mapping[str, str] | None = None,
-        on_key: Callable[[str], None] | None = None,
-    ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]: ...
-
-    def keyless(self, headers: Mapping[str, str] | None) -> str | None: ...
-
-
 class ToolLoop:
     def __init__(
         self,
         job: InterceptionJob,
         codec_factory: CodecFactory,
-        upstream: Upstream,
+        upstream: JobUpstream,
         stream: JobStream,
         tools: ToolProxy,
         recorder: Recorder,
         *,
         max_rounds: int,
-        upstream_headers: dict[str, str] | None = None,
     ) -> None:
         self._job = job
         self._upstream = upstream
-        self._upstream_headers = upstream_headers
         self._stream = stream
         self._tools = tools
         offered = tools.tools()
@@ -156,16 +141,22 @@ class ToolLoop:
 
     def _post(self, *, streaming: bool) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
         body = self._codec.request_body(streaming=streaming)
-        return self._upstream.post(self._codec.path, body, self._upstream_headers, self._recording.key_used)
+        return self._upstream.post(self._codec.path, body, self._recording.key_used)
 
     @contextmanager
     def _upstream_round(self, round: Round) -> Iterator[None]:
-        """One upstream call's span, and its records once it ends, however it ends."""
+        """One upstream call's span, its outcome for the circuit, and its records once it ends, however it
+        ends."""
         try:
             with tracer().start_as_current_span(
                 "Intercept.ProcessRequest.Upstream", attributes=interception_attributes(self._job)
             ):
                 yield
+        except UpstreamFailure as failure:
+            self._upstream.called(failure)
+            raise
+        else:
+            self._upstream.called(None)
         finally:
             self._recording.round_ended(round.message_id, round.usage)
             for thought in round.thoughts:
@@ -175,7 +166,7 @@ class ToolLoop:
         """The client's body for an upstream's error answer, in the family's shape: the upstream's own, told
         first, on a 401 to a request that carried no key at all, that the gateway has none."""
         body = normalize_error(self._job.family, status, raw)
-        if status == 401 and (keyless := self._upstream.keyless(self._upstream_headers)) is not None:
+        if status == 401 and (keyless := self._upstream.keyless()) is not None:
             return prefix_message(body, keyless)
         return body
 
