@@ -46,7 +46,8 @@ def referenced_metrics(expr: str) -> set[str]:
 
 def exposed_families() -> dict[str, set[str]]:
     """Family name -> the sample names the code exposes for it, as the registries produce them. A labelled
-    counter has no samples until its first increment; its one sample name is then `<family>_total`."""
+    counter has no samples until its first increment; its one sample name is then `<family>_total`; a
+    labelled gauge's is its family's name."""
     registries: list[CollectorRegistry] = [
         ApiMetrics().registry,
         WorkerMetrics(lambda: {"written": 0, "dropped": 0, "failures": 0}).registry,
@@ -58,6 +59,8 @@ def exposed_families() -> dict[str, set[str]]:
             names.update(sample.name for sample in family.samples)
             if family.type == "counter":
                 names.add(f"{family.name}_total")
+            elif family.type == "gauge":
+                names.add(family.name)
     return families
 
 
