@@ -97,7 +97,7 @@ def test_an_answer_over_the_byte_bound_ends_with_an_error_event_and_stays_whole(
     bound = 100_000
     deployment = make_gateway(AIBRIDGE_STREAM_MAX_BYTES=str(bound))
     words = [f"word{i} " for i in range(2_000)]
-    model, _ = upstream.scenario(SSEReply(text_stream(words)))
+    model, _ = upstream.scenario(SSEReply(text_stream(words), pace=0.0003))  # not all in the first read
     interception_id, whole = stream_whole(deployment, model)
     relayed = [event for event in whole if event[1] != b"[DONE]"]
     error = orjson.loads(relayed[-1][1])["error"]
