@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from shared.byok import HEADER as CLIENT_KEY_HEADER
 from shared.config import Settings
@@ -66,11 +67,7 @@ class Upstream:
             "Accept-Encoding": "identity",
             **provider.auth_headers(),
         }
-        self._timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=settings.upstream_connect_timeout,
-            sock_read=settings.upstream_read_timeout,
-        )
+        self._timeout = upstream_timeout(settings)
 
     @asynccontextmanager
     async def post(
@@ -78,21 +75,14 @@ class Upstream:
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """POST ``body`` to the upstream, with ``headers`` over the usual ones; failures to connect or to
         hear back become UpstreamFailure, a connection lost while the block reads the body UpstreamCut."""
-        async with guard_upstream():
-            async with self._session.post(
-                self._provider.base_url + path,
-                data=orjson.dumps(body),
-                headers={**self._headers, **headers} if headers else self._headers,
-                timeout=self._timeout,
-            ) as response:
-                try:
-                    yield response
-                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-                    raise UpstreamCut(
-                        502,
-                        f"the upstream connection broke before the answer was complete: {exc}",
-                        "upstream_connection_lost",
-                    ) from exc
+        async with guarded_post(
+            self._session,
+            self._provider.base_url + path,
+            orjson.dumps(body),
+            {**self._headers, **headers} if headers else self._headers,
+            self._timeout,
+        ) as response:
+            yield response
 
     def auth_headers(self, client_key: str) -> dict[str, str]:
         """The headers that authenticate with the client's own key instead of the central one."""
@@ -112,7 +102,7 @@ def no_key_message(provider: Provider) -> str:
 
 def missing_key_warning(settings: Settings) -> str | None:
     """The line a process that calls the upstreams says at start when it has no key for some of them."""
-    keyless = [no_key_message(provider) for provider in providers(settings) if provider.key is None]
+    keyless = [no_key_message(each) for each in providers(settings) if each.takes_keys and each.key is None]
     if not keyless:
         return None
     return (
@@ -127,6 +117,34 @@ def actor_headers(actor_id: str, metadata: Mapping[str, str]) -> dict[str, str]:
     headers = {ACTOR_ID_HEADER: actor_id}
     headers.update({ACTOR_METADATA_HEADER_PREFIX + key: value for key, value in metadata.items()})
     return headers
+
+
+@asynccontextmanager
+async def guarded_post(
+    session: aiohttp.ClientSession,
+    url: str | URL,
+    data: bytes,
+    headers: Mapping[str, str],
+    timeouts: aiohttp.ClientTimeout,
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """POST ``data`` to ``url``: failures to connect or to hear back become UpstreamFailure, a connection lost
+    while the block reads the body UpstreamCut."""
+    async with guard_upstream():
+        async with session.post(url, data=data, headers=headers, timeout=timeouts) as response:
+            try:
+                yield response
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                raise UpstreamCut(
+                    502,
+                    f"the upstream connection broke before the answer was complete: {exc}",
+                    "upstream_connection_lost",
+                ) from exc
+
+
+def upstream_timeout(settings: Settings) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(
+        total=None, connect=settings.upstream_connect_timeout, sock_read=settings.upstream_read_timeout
+    )
 
 
 @asynccontextmanager

@@ -22,12 +22,13 @@ from shared.config import Settings
 from shared.keys import RedisKeys
 from shared.mcp.manager import McpToolManager
 from shared.metrics import WorkerMetrics
-from shared.providers import providers
+from shared.providers import BEDROCK, Provider, providers
 from shared.recording.drain import RecordDrainer
 from shared.recording.outbox import OutboxRecorder
 from shared.recording.records import RecorderGroup
 from shared.recording.store import RecordStore
 from shared.upstream import Upstream, new_session
+from worker.bedrock_upstream import BedrockUpstream
 from worker.control import ControlListener
 from worker.stream_writes import CoalescingWriter
 
@@ -36,13 +37,22 @@ logger = logging.getLogger(__name__)
 DEPS_KEY = "aibridge"
 
 
+def upstream_of(
+    session: aiohttp.ClientSession, provider: Provider, settings: Settings
+) -> Upstream | BedrockUpstream:
+    """How the worker calls ``provider``: over HTTP with its key, or, a Bedrock one, signed."""
+    if provider.type == BEDROCK:
+        return BedrockUpstream(session, provider, settings)
+    return Upstream(session, provider, settings)
+
+
 @dataclass
 class WorkerDeps:
     settings: Settings
     keys: RedisKeys
     redis: ArqRedis
     session: aiohttp.ClientSession
-    upstreams: dict[str, Upstream]  # by provider name
+    upstreams: dict[str, Upstream | BedrockUpstream]  # by provider name
     control: ControlListener
     tools: McpToolManager
     writes: CoalescingWriter
@@ -88,7 +98,7 @@ class WorkerDeps:
             keys=keys,
             redis=redis,
             session=session,
-            upstreams={each.name: Upstream(session, each, settings) for each in providers(settings)},
+            upstreams={each.name: upstream_of(session, each, settings) for each in providers(settings)},
             control=control,
             tools=tools,
             writes=writes,
