@@ -156,14 +156,7 @@ class FakeBedrock:
 
     def _signer(self, request: web.Request, raw: bytes, service: str) -> str | None:
         """The access key id of a request signed right for ``service``; None for any other."""
-        fields = (
-            dict(
-                part.strip().split("=", 1)
-                for part in request.headers.get("Authorization", "").split(" ", 1)[-1].split(",")
-            )
-            if request.headers.get("Authorization", "").startswith("AWS4-HMAC-SHA256 ")
-            else {}
-        )
+        fields = _authorization(request.headers.get("Authorization", ""))
         if not {"Credential", "SignedHeaders", "Signature"} <= fields.keys():
             return None
         key_id, _, region, signed_service, _ = fields["Credential"].split("/")
@@ -227,6 +220,14 @@ class FakeBedrock:
 </AssumedRoleUser></AssumeRoleResult><ResponseMetadata><RequestId>1</RequestId></ResponseMetadata>
 </AssumeRoleResponse>"""
         return web.Response(text=xml, content_type="text/xml")
+
+
+def _authorization(header: str) -> dict[str, str]:
+    """A SigV4 Authorization header's fields (Credential, SignedHeaders, Signature); {} for another scheme."""
+    scheme, _, rest = header.partition(" ")
+    if scheme != "AWS4-HMAC-SHA256":
+        return {}
+    return dict(part.strip().split("=", 1) for part in rest.split(",") if "=" in part)
 
 
 def _aws_error(status: int, error_type: str, message: str) -> web.Response:
