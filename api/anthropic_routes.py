@@ -1,15 +1,16 @@
 """The routes of an Anthropic provider, under ``/<name>``: Messages bridged through the queue; token counting
-and models passed through."""
+and models passed through (a Bedrock provider, which has neither, answers those 501)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
+from api.auth import Caller
 from api.bridge import BodyField, add_bridged_route, parse_conversation
 from api.passthrough import add_passthrough_route
-from shared.families import Family
+from shared.families import Family, error_body
 from shared.providers import Provider
 
 # The fields the gateway itself reads or rewrites, with the types each may have.
@@ -38,6 +39,26 @@ def parse_messages_request(raw: bytes) -> dict[str, Any]:
 
 
 def anthropic_router(provider: Provider) -> APIRouter:
+    router = _messages_router(provider)
+    for method, path in PASSED_THROUGH:
+        add_passthrough_route(router, method, path, provider=provider.name, headers=UPSTREAM_HEADERS)
+    return router
+
+
+def bedrock_router(provider: Provider) -> APIRouter:
+    router = _messages_router(provider)
+    message = f"provider '{provider.name}' is AWS Bedrock, whose runtime API has no equivalent of this route"
+
+    async def not_on_bedrock(_: Caller) -> Response:
+        body = error_body(Family.ANTHROPIC_MESSAGES, 501, message, "not_implemented", None)
+        return Response(body, 501, media_type="application/json")
+
+    for method, path in PASSED_THROUGH:
+        router.add_api_route(path, not_on_bedrock, methods=[method], name=f"{provider.name} {method} {path}")
+    return router
+
+
+def _messages_router(provider: Provider) -> APIRouter:
     router = APIRouter(prefix=provider.route_prefix)
     add_bridged_route(
         router,
@@ -47,6 +68,4 @@ def anthropic_router(provider: Provider) -> APIRouter:
         parse=parse_messages_request,
         upstream_headers=UPSTREAM_HEADERS,
     )
-    for method, path in PASSED_THROUGH:
-        add_passthrough_route(router, method, path, provider=provider.name, headers=UPSTREAM_HEADERS)
     return router

@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors, health, usage_routes
-from api.anthropic_routes import anthropic_router
+from api.anthropic_routes import anthropic_router, bedrock_router
 from api.auth import CachedClientKeys
 from api.limits import Limits
 from api.openai_routes import openai_router
@@ -23,7 +23,7 @@ from shared.client_keys import ClientKeyStore
 from shared.config import Settings
 from shared.keys import RedisKeys
 from shared.metrics import ApiMetrics
-from shared.providers import ANTHROPIC, OPENAI, RouteFamilies, providers
+from shared.providers import ANTHROPIC, BEDROCK, OPENAI, RouteFamilies, providers
 from shared.recording.store import RecordStore
 from shared.redis import connect, wait_until_answers
 from shared.redis_url import describe_redis
@@ -31,7 +31,11 @@ from shared.upstream import new_session
 
 logger = logging.getLogger(__name__)
 
-PROVIDER_ROUTERS = {OPENAI: openai_router, ANTHROPIC: anthropic_router}  # by provider type
+PROVIDER_ROUTERS = {  # by provider type
+    OPENAI: openai_router,
+    ANTHROPIC: anthropic_router,
+    BEDROCK: bedrock_router,
+}
 
 
 def create_app(settings: Settings) -> FastAPI:

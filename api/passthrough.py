@@ -23,7 +23,7 @@ from api.state import State
 from shared.families import Family, normalize_error
 from shared.providers import provider
 from shared.relayed_headers import relayed_headers
-from shared.upstream import ERROR_BODY_LIMIT, UpstreamFailure, guard_upstream
+from shared.upstream import ERROR_BODY_LIMIT, UpstreamFailure, guard_upstream, upstream_timeout
 
 ALWAYS_FORWARDED = ("content-type", "accept")
 
@@ -93,9 +93,7 @@ async def proxy(state: State, request: Request, provider_name: str, forwarded: f
         body = streamed_body(request, settings.max_body_bytes, settings.body_timeout, failure)
         if declared is not None:  # the upstream gets the body as framed as it came (chunked if so)
             headers["Content-Length"] = declared
-    timeout = aiohttp.ClientTimeout(
-        total=None, connect=settings.upstream_connect_timeout, sock_read=settings.upstream_read_timeout
-    )
+    timeout = upstream_timeout(settings)
     try:
         async with guard_upstream():
             response = await state.session.request(

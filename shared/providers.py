@@ -12,25 +12,34 @@ from pydantic import SecretStr
 
 from shared.config import Settings
 from shared.families import Family
+from shared.provider_config import ProviderConfig
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
+BEDROCK = "bedrock"
 
 FAMILIES = {
     OPENAI: (Family.OPENAI_CHAT, Family.OPENAI_RESPONSES),
     ANTHROPIC: (Family.ANTHROPIC_MESSAGES,),
+    BEDROCK: (Family.ANTHROPIC_MESSAGES,),
 }
 
 
 @dataclass(frozen=True)
 class Provider:
     name: str
-    type: str  # OPENAI or ANTHROPIC: the API families it speaks, its key header
+    type: str  # OPENAI, ANTHROPIC or BEDROCK: the API families it speaks, how it authenticates
     base_url: (
         str  # the gateway appends the API's path: OpenAI's "/chat/completions", Anthropic's "/v1/messages"
     )
     keys: tuple[SecretStr, ...]  # the central keys; none configured: ()
     key_variable: str  # where its keys are set, for an operator
+    aws: ProviderConfig | None = None  # a BEDROCK provider's: its region, credentials and model ids
+
+    @property
+    def takes_keys(self) -> bool:
+        """Whether a key authenticates to it (a Bedrock provider signs each request instead)."""
+        return self.type != BEDROCK
 
     @property
     def key(self) -> SecretStr | None:
@@ -55,7 +64,7 @@ class Provider:
         """The headers that authenticate to the provider: with the client's own key when it brought one,
         else with the central key; none when there is neither."""
         key = client_key if client_key is not None else self.key and self.key.get_secret_value()
-        if not key:
+        if not key or not self.takes_keys:
             return {}
         return {self.key_header: key if self.type == ANTHROPIC else f"Bearer {key}"}
 
@@ -64,7 +73,12 @@ def providers(settings: Settings) -> list[Provider]:
     """Every provider the gateway calls: the defaults, then the configured ones."""
     configured = [
         Provider(
-            each.name, each.type, each.base_url, _nonempty(each.keys), f"the keys of provider '{each.name}'"
+            each.name,
+            each.type,
+            each.url,
+            _nonempty(each.keys),
+            f"the keys of provider '{each.name}'",
+            each if each.type == BEDROCK else None,
         )
         for each in settings.providers
     ]
@@ -107,11 +121,13 @@ def _nonempty(keys: list[SecretStr]) -> tuple[SecretStr, ...]:
 
 
 class RouteFamilies:
-    """Which family's shape the answers on a path take, by the providers' route prefixes: Anthropic's under an
-    Anthropic provider's, Responses' under an OpenAI provider's ``/v1/responses``, else chat completions'."""
+    """Which family's shape the answers on a path take, by the providers' route prefixes: Anthropic's under a
+    provider of Messages, Responses' under an OpenAI provider's ``/v1/responses``, else chat completions'."""
 
     def __init__(self, all_providers: list[Provider]) -> None:
-        self._anthropic = tuple(f"/{each.name}/" for each in all_providers if each.type == ANTHROPIC)
+        self._anthropic = tuple(
+            f"/{each.name}/" for each in all_providers if Family.ANTHROPIC_MESSAGES in each.families
+        )
         self._responses = tuple(
             f"{each.route_prefix}/responses" for each in all_providers if each.type == OPENAI
         )

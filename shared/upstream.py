@@ -9,6 +9,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from yarl import URL
 
 from shared.byok import HEADER as CLIENT_KEY_HEADER
 from shared.config import Settings
@@ -81,11 +82,7 @@ class Upstream:
         self._headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
         self._key_headers = provider.auth_headers()
         self._key_hint = masked(provider.key.get_secret_value()) if provider.key is not None else None
-        self._timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=settings.upstream_connect_timeout,
-            sock_read=settings.upstream_read_timeout,
-        )
+        self._timeout = upstream_timeout(settings)
 
     @asynccontextmanager
     async def post(
@@ -101,16 +98,8 @@ class Upstream:
         call is made again with the next key, and when none is left the block gets UpstreamFailure.
         ``on_key`` hears the masked hint of the central key of the answer the block gets."""
         data = orjson.dumps(body)
-        async with guard_upstream():
-            async with self._answer(path, data, headers or {}, on_key or _ignore) as response:
-                try:
-                    yield response
-                except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
-                    raise UpstreamCut(
-                        502,
-                        f"the upstream connection broke before the answer was complete: {exc}",
-                        "upstream_connection_lost",
-                    ) from exc
+        async with guarded(self._answer(path, data, headers or {}, on_key or _ignore)) as response:
+            yield response
 
     @asynccontextmanager
     async def _answer(
@@ -191,7 +180,7 @@ def no_key_message(provider: Provider) -> str:
 
 def missing_key_warning(settings: Settings) -> str | None:
     """The line a process that calls the upstreams says at start when it has no key for some of them."""
-    keyless = [no_key_message(provider) for provider in providers(settings) if provider.key is None]
+    keyless = [no_key_message(each) for each in providers(settings) if each.takes_keys and each.key is None]
     if not keyless:
         return None
     return (
@@ -206,6 +195,41 @@ def actor_headers(actor_id: str, metadata: Mapping[str, str]) -> dict[str, str]:
     headers = {ACTOR_ID_HEADER: actor_id}
     headers.update({ACTOR_METADATA_HEADER_PREFIX + key: value for key, value in metadata.items()})
     return headers
+
+
+def guarded_post(
+    session: aiohttp.ClientSession,
+    url: str | URL,
+    data: bytes,
+    headers: Mapping[str, str],
+    timeouts: aiohttp.ClientTimeout,
+) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+    """POST ``data`` to ``url``, guarded as ``guarded`` says."""
+    return guarded(session.post(url, data=data, headers=headers, timeout=timeouts))
+
+
+@asynccontextmanager
+async def guarded(
+    request: AbstractAsyncContextManager[aiohttp.ClientResponse],
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """The answer to ``request``: failures to connect or to hear back become UpstreamFailure, a connection lost
+    while the block reads the body UpstreamCut."""
+    async with guard_upstream():
+        async with request as response:
+            try:
+                yield response
+            except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+                raise UpstreamCut(
+                    502,
+                    f"the upstream connection broke before the answer was complete: {exc}",
+                    "upstream_connection_lost",
+                ) from exc
+
+
+def upstream_timeout(settings: Settings) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(
+        total=None, connect=settings.upstream_connect_timeout, sock_read=settings.upstream_read_timeout
+    )
 
 
 @asynccontextmanager

@@ -71,3 +71,34 @@ def test_each_path_takes_the_shape_of_its_providers_family():
     assert routes.of("/vllm/v1/responsesx") is Family.OPENAI_CHAT
     assert routes.of("/vllm/v1/chat/completions") is Family.OPENAI_CHAT
     assert routes.of("/claude-eux/v1/messages") is Family.OPENAI_CHAT
+
+
+BEDROCK = {"name": "bedrock", "type": "bedrock", "region": "eu-west-3"}
+
+
+def test_a_bedrock_provider_speaks_messages_at_its_regions_endpoint_and_takes_no_keys():
+    settings = load_settings(providers=[BEDROCK])
+    bedrock = provider(settings, "bedrock")
+    assert bedrock.base_url == "https://bedrock-runtime.eu-west-3.amazonaws.com"
+    assert bedrock.families == (Family.ANTHROPIC_MESSAGES,) and bedrock.route_prefix == "/bedrock"
+    assert not bedrock.takes_keys and bedrock.auth_headers("sk-client") == {}
+    assert RouteFamilies(providers(settings)).of("/bedrock/v1/models") is Family.ANTHROPIC_MESSAGES
+
+
+@pytest.mark.parametrize(
+    ("configured", "said"),
+    [
+        ({**BEDROCK, "region": None}, "needs a region"),
+        ({**BEDROCK, "region": "mars"}, "providers.0.region"),
+        ({**BEDROCK, "keys": ["sk-x"]}, "not keys"),
+        ({**BEDROCK, "access_key_id": "AKIA"}, "both access_key_id and secret_access_key"),
+        ({**BEDROCK, "session_token": "t"}, "session_token without an access key pair"),
+        ({**BEDROCK, "role_arn": "bedrock-role"}, "providers.0.role_arn"),
+        ({**CLAUDE, "base_url": None}, "needs a base_url"),
+        ({**CLAUDE, "models": {"a": "b"}}, "providers.0.models"),
+    ],
+)
+def test_a_bedrock_provider_that_cannot_sign_is_one_line(configured, said):
+    with pytest.raises(ConfigError, match=said) as error:
+        load_settings(providers=[configured])
+    assert "\n" not in str(error.value)

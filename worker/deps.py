@@ -23,12 +23,13 @@ from shared.key_pool import KeyPool
 from shared.keys import RedisKeys
 from shared.mcp.manager import McpToolManager
 from shared.metrics import WorkerMetrics
-from shared.providers import Provider, providers
+from shared.providers import BEDROCK, Provider, providers
 from shared.recording.drain import RecordDrainer
 from shared.recording.outbox import OutboxRecorder
 from shared.recording.records import RecorderGroup
 from shared.recording.store import RecordStore
 from shared.upstream import Upstream, new_session
+from worker.bedrock_upstream import BedrockUpstream
 from worker.control import ControlListener
 from worker.stream_writes import CoalescingWriter
 
@@ -37,13 +38,23 @@ logger = logging.getLogger(__name__)
 DEPS_KEY = "aibridge"
 
 
+def upstream_of(
+    session: aiohttp.ClientSession, provider: Provider, settings: Settings, pool: KeyPool | None
+) -> Upstream | BedrockUpstream:
+    """How the worker calls ``provider``: over HTTP with its key (or its pool of keys), or, a Bedrock one,
+    signed."""
+    if provider.type == BEDROCK:
+        return BedrockUpstream(session, provider, settings)
+    return Upstream(session, provider, settings, pool)
+
+
 @dataclass
 class WorkerDeps:
     settings: Settings
     keys: RedisKeys
     redis: ArqRedis
     session: aiohttp.ClientSession
-    upstreams: dict[str, Upstream]  # by provider name
+    upstreams: dict[str, Upstream | BedrockUpstream]  # by provider name
     control: ControlListener
     tools: McpToolManager
     writes: CoalescingWriter
@@ -113,7 +124,7 @@ class WorkerDeps:
             if pool is not None:
                 await pool.enable_all()
         deps.upstreams = {
-            each.name: Upstream(session, each, settings, pools[each.name]) for each in providers(settings)
+            each.name: upstream_of(session, each, settings, pools[each.name]) for each in providers(settings)
         }
         if settings.worker_metrics_port is not None:
             deps._metrics_server, _ = start_http_server(

@@ -17,6 +17,7 @@ from shared.config import Settings
 from shared.families import Family, error_body
 from shared.job import InterceptionJob
 from shared.upstream import Upstream, actor_headers
+from worker.bedrock_upstream import BedrockUpstream
 from worker.deps import WorkerDeps
 from worker.families import CODECS
 from worker.job_stream import JobStream, ResponseAliases, SlotLease
@@ -143,7 +144,10 @@ def continued_response(job: InterceptionJob) -> str | None:
 
 
 def upstream_headers(
-    job: InterceptionJob, upstream: Upstream, settings: Settings, cipher: UpstreamKeyCipher | None
+    job: InterceptionJob,
+    upstream: Upstream | BedrockUpstream,
+    settings: Settings,
+    cipher: UpstreamKeyCipher | None,
 ) -> dict[str, str]:
     """The headers of this job's upstream calls beyond the usual ones: the client's own that go upstream
     (e.g. ``anthropic-version``), the client's own key (decrypted here, for this request only) and, with

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, contextmanager
 from typing import Any, Protocol
 
@@ -20,12 +20,14 @@ from shared.mcp.tools import McpTool, ToolCallError
 from shared.recording.records import Outcome, Recorder
 from shared.tracing import interception_attributes, tracer
 from shared.upstream import ERROR_BODY_LIMIT, UpstreamCut, UpstreamFailure
+from worker.bedrock_stream import CONTENT_TYPE as EVENTSTREAM
+from worker.bedrock_stream import iter_eventstream_batches
 from worker.codec import CodecFactory, Round, SseEvent, ToolCall, ToolResult
 from worker.control import CLIENT_GONE
 from worker.job_stream import JobStream
 from worker.job_upstream import JobUpstream
 from worker.recording import InterceptionRecording
-from worker.sse import iter_sse_batches
+from worker.sse import StreamEnd, iter_sse_batches
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +114,7 @@ class ToolLoop:
             if response.status >= 400:
                 raw = await response.content.read(ERROR_BODY_LIMIT)
                 raise UpstreamFailure(response.status, self._error_body(response.status, raw))
-            async for batch in iter_sse_batches(response.content, self._codec.is_stream_end):
+            async for batch in _event_batches(response, self._codec.is_stream_end):
                 relayed, failure = _take(round, batch)
                 self._stream.remember(self._codec.take_aliases())
                 if relayed:
@@ -212,6 +214,13 @@ class ToolLoop:
         if not isinstance(arguments, dict):
             raise ToolCallError("the tool arguments must be a JSON object")
         return await self._tools.call(tool, arguments)
+
+
+def _event_batches(response: aiohttp.ClientResponse, is_end: StreamEnd) -> AsyncIterator[list[SseEvent]]:
+    """A streamed answer's events, a read's worth at a time: SSE, or an AWS event stream (Bedrock's)."""
+    if response.content_type == EVENTSTREAM:
+        return iter_eventstream_batches(response.content, is_end)
+    return iter_sse_batches(response.content, is_end)
 
 
 def _take(round: Round, batch: list[SseEvent]) -> tuple[list[bytes], UpstreamFailure | None]:
