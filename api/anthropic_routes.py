@@ -37,16 +37,21 @@ def parse_messages_request(raw: bytes) -> dict[str, Any]:
     return parse_conversation(raw, MESSAGES_FIELDS)
 
 
-def anthropic_router(provider: Provider) -> APIRouter:
+def anthropic_router(
+    provider: Provider, extra_headers: tuple[str, ...] = (), *, passthrough: bool = True
+) -> APIRouter:
+    """The provider's Messages routes; ``extra_headers``: more of the client's headers that go upstream;
+    ``passthrough``: with the token counting and models routes."""
     router = APIRouter(prefix=provider.route_prefix)
+    headers = (*UPSTREAM_HEADERS, *extra_headers)
     add_bridged_route(
         router,
         "/v1/messages",
         family=Family.ANTHROPIC_MESSAGES,
         provider=provider.name,
         parse=parse_messages_request,
-        upstream_headers=UPSTREAM_HEADERS,
+        upstream_headers=headers,
     )
-    for method, path in PASSED_THROUGH:
-        add_passthrough_route(router, method, path, provider=provider.name, headers=UPSTREAM_HEADERS)
+    for method, path in PASSED_THROUGH if passthrough else ():
+        add_passthrough_route(router, method, path, provider=provider.name, headers=headers)
     return router

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from api import errors, health, usage_routes
 from api.anthropic_routes import anthropic_router
 from api.auth import CachedClientKeys
+from api.copilot_routes import copilot_router
 from api.limits import Limits
 from api.openai_routes import openai_router
 from api.state import ApiState
@@ -23,7 +24,7 @@ from shared.client_keys import ClientKeyStore
 from shared.config import Settings
 from shared.keys import RedisKeys
 from shared.metrics import ApiMetrics
-from shared.providers import ANTHROPIC, OPENAI, RouteFamilies, providers
+from shared.providers import ANTHROPIC, COPILOT, OPENAI, RouteFamilies, providers
 from shared.recording.store import RecordStore
 from shared.redis import connect, wait_until_answers
 from shared.redis_url import describe_redis
@@ -31,7 +32,7 @@ from shared.upstream import new_session
 
 logger = logging.getLogger(__name__)
 
-PROVIDER_ROUTERS = {OPENAI: openai_router, ANTHROPIC: anthropic_router}  # by provider type
+PROVIDER_ROUTERS = {OPENAI: openai_router, ANTHROPIC: anthropic_router, COPILOT: copilot_router}  # by type
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -59,6 +60,7 @@ def create_app(settings: Settings) -> FastAPI:
             metrics=ApiMetrics(),
             limits=Limits.of(settings),
             cipher=UpstreamKeyCipher(settings.secret_key) if settings.secret_key is not None else None,
+            providers={each.name: each for each in every_provider},
         )
         streams.start()
         try:

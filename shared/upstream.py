@@ -191,7 +191,11 @@ def no_key_message(provider: Provider) -> str:
 
 def missing_key_warning(settings: Settings) -> str | None:
     """The line a process that calls the upstreams says at start when it has no key for some of them."""
-    keyless = [no_key_message(provider) for provider in providers(settings) if provider.key is None]
+    keyless = [
+        no_key_message(provider)
+        for provider in providers(settings)
+        if provider.key is None and not provider.takes_user_token
+    ]
     if not keyless:
         return None
     return (
