@@ -38,15 +38,20 @@ def parse_messages_request(raw: bytes) -> dict[str, Any]:
     return parse_conversation(raw, MESSAGES_FIELDS)
 
 
-def anthropic_router(provider: Provider) -> APIRouter:
-    router = _messages_router(provider)
-    for method, path in PASSED_THROUGH:
-        add_passthrough_route(router, method, path, provider=provider.name, headers=UPSTREAM_HEADERS)
+def anthropic_router(
+    provider: Provider, extra_headers: tuple[str, ...] = (), *, passthrough: bool = True
+) -> APIRouter:
+    """The provider's Messages routes; ``extra_headers``: more of the client's headers that go upstream;
+    ``passthrough``: with the token counting and models routes."""
+    headers = (*UPSTREAM_HEADERS, *extra_headers)
+    router = _messages_router(provider, headers)
+    for method, path in PASSED_THROUGH if passthrough else ():
+        add_passthrough_route(router, method, path, provider=provider.name, headers=headers)
     return router
 
 
 def bedrock_router(provider: Provider) -> APIRouter:
-    router = _messages_router(provider)
+    router = _messages_router(provider, UPSTREAM_HEADERS)
     message = f"provider '{provider.name}' is AWS Bedrock, whose runtime API has no equivalent of this route"
 
     async def not_on_bedrock(_: Caller) -> Response:
@@ -58,7 +63,7 @@ def bedrock_router(provider: Provider) -> APIRouter:
     return router
 
 
-def _messages_router(provider: Provider) -> APIRouter:
+def _messages_router(provider: Provider, headers: tuple[str, ...]) -> APIRouter:
     router = APIRouter(prefix=provider.route_prefix)
     add_bridged_route(
         router,
@@ -66,6 +71,6 @@ def _messages_router(provider: Provider) -> APIRouter:
         family=Family.ANTHROPIC_MESSAGES,
         provider=provider.name,
         parse=parse_messages_request,
-        upstream_headers=UPSTREAM_HEADERS,
+        upstream_headers=headers,
     )
     return router

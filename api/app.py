@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from api import errors, health, usage_routes
 from api.anthropic_routes import anthropic_router, bedrock_router
 from api.auth import CachedClientKeys
+from api.copilot_routes import copilot_router
 from api.limits import Limits
 from api.openai_routes import openai_router
 from api.state import ApiState
@@ -23,7 +24,7 @@ from shared.client_keys import ClientKeyStore
 from shared.config import Settings
 from shared.keys import RedisKeys
 from shared.metrics import ApiMetrics
-from shared.providers import ANTHROPIC, BEDROCK, OPENAI, RouteFamilies, providers
+from shared.providers import ANTHROPIC, BEDROCK, COPILOT, OPENAI, RouteFamilies, providers
 from shared.recording.store import RecordStore
 from shared.redis import connect, wait_until_answers
 from shared.redis_url import describe_redis
@@ -35,6 +36,7 @@ PROVIDER_ROUTERS = {  # by provider type
     OPENAI: openai_router,
     ANTHROPIC: anthropic_router,
     BEDROCK: bedrock_router,
+    COPILOT: copilot_router,
 }
 
 
@@ -63,6 +65,7 @@ def create_app(settings: Settings) -> FastAPI:
             metrics=ApiMetrics(),
             limits=Limits.of(settings),
             cipher=UpstreamKeyCipher(settings.secret_key) if settings.secret_key is not None else None,
+            providers={each.name: each for each in every_provider},
         )
         streams.start()
         try:

@@ -14,7 +14,7 @@ from fastapi import Depends, Request
 from sqlalchemy.exc import SQLAlchemyError
 
 from api.errors import GatewayError, Unavailable
-from api.route_family import route_family
+from api.route_family import route_family, takes_user_token
 from shared.client_keys import Actor, ClientKeyStore, hash_key
 from shared.families import Family
 
@@ -73,6 +73,7 @@ def presented_key(request: Request, family: Family) -> str | None:
     return first or second or None
 
 
+USER_TOKEN_KEY_HEADER = "'X-Api-Key: <key>' (Authorization carries your own provider token)"
 KEY_HEADERS = {
     Family.OPENAI_CHAT: "'Authorization: Bearer <key>' or 'X-Api-Key: <key>'",
     Family.ANTHROPIC_MESSAGES: "'X-Api-Key: <key>' or 'Authorization: Bearer <key>'",
@@ -86,9 +87,13 @@ async def authenticate(request: Request) -> Actor | None:
     if client_keys is None:
         return None
     family = route_family(request.app, request.url.path)
-    key = presented_key(request, family)
+    if takes_user_token(request.app, request.url.path):  # Authorization is the user's Copilot token
+        key = request.headers.get("x-api-key", "").strip() or None
+        where = USER_TOKEN_KEY_HEADER
+    else:
+        key, where = presented_key(request, family), KEY_HEADERS[family]
     if key is None:
-        raise Unauthorized(f"no client key: send an aibridge key as {KEY_HEADERS[family]}")
+        raise Unauthorized(f"no client key: send an aibridge key as {where}")
     actor = await client_keys.actor_of(key)
     if actor is None:
         raise Unauthorized("the client key is not valid: unknown or revoked")

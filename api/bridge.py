@@ -15,7 +15,7 @@ from fastapi.responses import Response
 
 from api.auth import Caller
 from api.background import start_background
-from api.errors import InvalidRequest
+from api.errors import GatewayError, InvalidRequest
 from api.jobs import enqueue_and_follow, new_job
 from api.limits import read_body
 from api.relay import answer
@@ -84,10 +84,20 @@ def check_fields(body: dict[str, Any], fields: Iterable[BodyField]) -> None:
             raise InvalidRequest(f"every item of '{field.name}' must be an object", field.name)
 
 
-def client_upstream_key(state: ApiState, request: Request) -> str | None:
+def client_upstream_key(state: ApiState, request: Request, provider: str) -> str | None:
     """The client's own provider key (bring your own key), if it sent one; InvalidRequest if the gateway
-    cannot carry it. Never put in an error message."""
+    cannot carry it. A provider called with each user's own token (Copilot's) takes it from
+    ``Authorization`` too, and refuses a request without one. Never put in an error message."""
     header = request.headers.get(byok.HEADER)
+    if header is not None and not state.providers[provider].takes_keys:
+        message = (
+            f"the provider '{provider}' signs with the gateway's own credentials: it takes no {byok.HEADER}"
+        )
+        raise InvalidRequest(message, byok.HEADER)
+    if state.providers[provider].takes_user_token:
+        header = header or request.headers.get("authorization")
+        if header is None:
+            raise MissingUserToken(provider)
     if header is None:
         return None
     if state.cipher is None:
@@ -100,6 +110,17 @@ def client_upstream_key(state: ApiState, request: Request) -> str | None:
         return byok.parse_header(header)
     except byok.UnusableUpstreamKey as exc:
         raise InvalidRequest(str(exc), byok.HEADER) from None
+
+
+class MissingUserToken(GatewayError):
+    """A request to a provider that takes each user's own token (GitHub Copilot) came without one (401)."""
+
+    def __init__(self, provider: str) -> None:
+        message = (
+            f"the provider '{provider}' is called with your own GitHub Copilot token: send it as "
+            "'Authorization: Bearer <token>' (and, with gateway keys, the gateway key as 'X-Api-Key')"
+        )
+        super().__init__(401, message, "invalid_request_error", "missing_provider_token")
 
 
 def add_bridged_route(
@@ -120,7 +141,7 @@ def add_bridged_route(
 
     async def intercept(request: Request, state: State, actor: Caller) -> Response:
         received_at = time.monotonic()
-        upstream_key = client_upstream_key(state, request)
+        upstream_key = client_upstream_key(state, request, provider)
         body = parse(await read_body(request, state.settings.max_body_bytes, state.settings.body_timeout))
         interception_id = str(uuid.uuid4())
         attributes = {

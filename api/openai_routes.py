@@ -46,7 +46,6 @@ def parse_responses_request(raw: bytes) -> dict[str, Any]:
     return parse_request(raw, RESPONSES_FIELDS)
 
 
-PASSED_THROUGH = forwarded_headers(UPSTREAM_HEADERS)
 PROVIDER_RESPONSES = (  # the provider's, and the gateway's ids are answered before these
     ("GET", "/responses/{response_id}/input_items"),
     ("POST", "/responses/input_tokens"),
@@ -55,35 +54,37 @@ PROVIDER_RESPONSES = (  # the provider's, and the gateway's ids are answered bef
 )
 
 
-def openai_router(provider: Provider) -> APIRouter:
+def openai_router(provider: Provider, extra_headers: tuple[str, ...] = ()) -> APIRouter:
+    """The provider's OpenAI routes; ``extra_headers``: more of the client's headers that go upstream."""
     router = APIRouter(prefix=provider.route_prefix)
     name = provider.name
+    headers = (*UPSTREAM_HEADERS, *extra_headers)
     add_bridged_route(
         router,
         "/chat/completions",
         family=Family.OPENAI_CHAT,
         provider=name,
         parse=parse_chat_request,
-        upstream_headers=UPSTREAM_HEADERS,
+        upstream_headers=headers,
     )
-    add_passthrough_route(router, "GET", "/models", provider=name, headers=UPSTREAM_HEADERS)
-    add_passthrough_route(router, "GET", "/models/{model_id:path}", provider=name, headers=UPSTREAM_HEADERS)
+    add_passthrough_route(router, "GET", "/models", provider=name, headers=headers)
+    add_passthrough_route(router, "GET", "/models/{model_id:path}", provider=name, headers=headers)
     add_bridged_route(
         router,
         "/responses",
         family=Family.OPENAI_RESPONSES,
         provider=name,
         parse=parse_responses_request,
-        upstream_headers=(*UPSTREAM_HEADERS, *CODEX_HEADERS),
+        upstream_headers=(*headers, *CODEX_HEADERS),
         background=True,
     )
-    add_background_routes(router, name)
+    add_background_routes(router, name, forwarded_headers(headers))
     for method, path in PROVIDER_RESPONSES:
-        add_passthrough_route(router, method, path, provider=name, headers=UPSTREAM_HEADERS)
+        add_passthrough_route(router, method, path, provider=name, headers=headers)
     return router
 
 
-def add_background_routes(router: APIRouter, provider: str) -> None:
+def add_background_routes(router: APIRouter, provider: str, passed_through: frozenset[str]) -> None:
     """``GET``, ``DELETE`` and ``POST .../cancel`` of ``/responses/{id}``: a background response of the
     gateway's own is answered here (its object, or its events after ``starting_after``); any other id is
     the provider's, passed through."""
@@ -98,7 +99,7 @@ def add_background_routes(router: APIRouter, provider: str) -> None:
     ) -> Response:
         interception_id = interception_of(response_id)
         if interception_id is None:
-            return await proxy(state, request, provider, PASSED_THROUGH)
+            return await proxy(state, request, provider, passed_through)
         if stream:
             return await stream_background(state, interception_id, response_id, actor, starting_after)
         return JSONResponse(await retrieve(state, interception_id, response_id, actor))
@@ -106,13 +107,13 @@ def add_background_routes(router: APIRouter, provider: str) -> None:
     async def cancel_response(response_id: str, request: Request, state: State, actor: Caller) -> Response:
         interception_id = interception_of(response_id)
         if interception_id is None:
-            return await proxy(state, request, provider, PASSED_THROUGH)
+            return await proxy(state, request, provider, passed_through)
         return JSONResponse(await cancel_background(state, interception_id, response_id, actor))
 
     async def delete_response(response_id: str, request: Request, state: State, actor: Caller) -> Response:
         interception_id = interception_of(response_id)
         if interception_id is None:
-            return await proxy(state, request, provider, PASSED_THROUGH)
+            return await proxy(state, request, provider, passed_through)
         return JSONResponse(await delete_background(state, interception_id, response_id, actor))
 
     router.add_api_route("/responses/{response_id}", get_response, methods=["GET"])

@@ -78,7 +78,7 @@ async def proxy(state: State, request: Request, provider_name: str, forwarded: f
     settings = state.settings
     family = route_family(request.app, request.url.path)
     upstream = provider(settings, provider_name)
-    client_key = client_upstream_key(state, request)
+    client_key = client_upstream_key(state, request, provider_name)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > settings.max_body_bytes:
         raise BodyTooLarge(settings.max_body_bytes)

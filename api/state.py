@@ -16,6 +16,7 @@ from shared.byok import UpstreamKeyCipher
 from shared.config import Settings
 from shared.keys import RedisKeys
 from shared.metrics import ApiMetrics
+from shared.providers import Provider
 
 
 @dataclass
@@ -28,6 +29,7 @@ class ApiState:
     metrics: ApiMetrics
     limits: Limits
     cipher: UpstreamKeyCipher | None  # None: no AIBRIDGE_SECRET_KEY, no bring-your-own-key
+    providers: dict[str, Provider]  # by name
 
     async def live_workers(self) -> int:
         since = time.time() - self.settings.heartbeat_timeout

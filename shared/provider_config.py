@@ -7,7 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 
-ProviderType = Literal["openai", "anthropic", "bedrock"]
+ProviderType = Literal["openai", "anthropic", "bedrock", "copilot"]
+DEFAULT_BASE_URLS = {"copilot": "https://api.githubcopilot.com"}
 RESERVED_NAMES = frozenset({"api", "healthz", "readyz", "metrics", "dashboard", "docs"})  # the gateway's own
 BEDROCK_FIELDS = ("region", "access_key_id", "secret_access_key", "session_token", "role_arn", "models")
 
@@ -22,7 +23,7 @@ class ProviderConfig(BaseModel):
 
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$")
     type: ProviderType
-    base_url: str | None = Field(default=None, pattern=r"^https?://")  # bedrock: its region's by default
+    base_url: str | None = Field(default=None, pattern=r"^https?://")  # bedrock's and copilot's have defaults
     keys: list[SecretStr] = Field(default_factory=list)
     region: str | None = Field(default=None, pattern=r"^[a-z]{2}(-[a-z]+)+-\d+$")
     access_key_id: SecretStr | None = None
@@ -53,8 +54,10 @@ class ProviderConfig(BaseModel):
     @model_validator(mode="after")
     def _complete(self) -> ProviderConfig:
         where = f"provider '{self.name}'"
+        if self.type == "copilot" and self.keys:
+            raise ValueError(f"{where} is GitHub Copilot: it takes each user's own token, no keys")
         if self.type != "bedrock":
-            if self.base_url is None:
+            if self.base_url is None and self.type not in DEFAULT_BASE_URLS:
                 raise ValueError(f"{where} needs a base_url")
             return self
         if self.region is None:
@@ -69,7 +72,9 @@ class ProviderConfig(BaseModel):
 
     @property
     def url(self) -> str:
-        """Where the provider is: its base URL, or a Bedrock provider's region's runtime endpoint."""
+        """Where the provider is: its base URL, Copilot's, or a Bedrock provider's region's runtime endpoint."""
         if self.base_url is not None:
             return self.base_url
+        if self.type in DEFAULT_BASE_URLS:
+            return DEFAULT_BASE_URLS[self.type]
         return f"https://bedrock-runtime.{self.region}.amazonaws.com"

@@ -17,18 +17,20 @@ from shared.provider_config import ProviderConfig
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
 BEDROCK = "bedrock"
+COPILOT = "copilot"
 
 FAMILIES = {
     OPENAI: (Family.OPENAI_CHAT, Family.OPENAI_RESPONSES),
     ANTHROPIC: (Family.ANTHROPIC_MESSAGES,),
     BEDROCK: (Family.ANTHROPIC_MESSAGES,),
+    COPILOT: (Family.OPENAI_CHAT, Family.OPENAI_RESPONSES, Family.ANTHROPIC_MESSAGES),
 }
 
 
 @dataclass(frozen=True)
 class Provider:
     name: str
-    type: str  # OPENAI, ANTHROPIC or BEDROCK: the API families it speaks, how it authenticates
+    type: str  # OPENAI, ANTHROPIC, BEDROCK or COPILOT: the API families it speaks, how it authenticates
     base_url: (
         str  # the gateway appends the API's path: OpenAI's "/chat/completions", Anthropic's "/v1/messages"
     )
@@ -53,12 +55,18 @@ class Provider:
     @property
     def route_prefix(self) -> str:
         """The gateway's path that stands for the provider's base URL: ``/<name>/v1`` for OpenAI's (whose base
-        URL ends in /v1), ``/<name>`` for Anthropic's."""
+        URL ends in /v1), ``/<name>`` for Anthropic's and Copilot's (``/chat/completions``, ``/responses``
+        and ``/v1/messages`` below it)."""
         return f"/{self.name}/v1" if self.type == OPENAI else f"/{self.name}"
 
     @property
     def families(self) -> tuple[Family, ...]:
         return FAMILIES[self.type]
+
+    @property
+    def takes_user_token(self) -> bool:
+        """Whether every request calls it with the user's own token (GitHub Copilot's), never a central key."""
+        return self.type == COPILOT
 
     def auth_headers(self, client_key: str | None = None) -> dict[str, str]:
         """The headers that authenticate to the provider: with the client's own key when it brought one,
@@ -121,20 +129,33 @@ def _nonempty(keys: list[SecretStr]) -> tuple[SecretStr, ...]:
 
 
 class RouteFamilies:
-    """Which family's shape the answers on a path take, by the providers' route prefixes: Anthropic's under a
-    provider of Messages, Responses' under an OpenAI provider's ``/v1/responses``, else chat completions'."""
+    """Which family's shape the answers on a path take, by the providers' routes: Anthropic's under a provider
+    of Messages only (Anthropic's, Bedrock's) and a Copilot provider's ``/v1/messages``, Responses' under their
+    ``/responses``, else chat completions'; and the paths whose ``Authorization`` is the user's own provider
+    token (Copilot's), not a gateway key."""
 
     def __init__(self, all_providers: list[Provider]) -> None:
-        self._anthropic = tuple(
-            f"/{each.name}/" for each in all_providers if Family.ANTHROPIC_MESSAGES in each.families
-        )
-        self._responses = tuple(
-            f"{each.route_prefix}/responses" for each in all_providers if each.type == OPENAI
-        )
+        routes: list[tuple[str, Family]] = []
+        for each in all_providers:
+            prefix = each.route_prefix
+            if each.families == (Family.ANTHROPIC_MESSAGES,):
+                routes.append((prefix, Family.ANTHROPIC_MESSAGES))
+            else:
+                routes.append((f"{prefix}/responses", Family.OPENAI_RESPONSES))
+            if each.type == COPILOT:
+                routes.append((f"{prefix}/v1/messages", Family.ANTHROPIC_MESSAGES))
+        self._routes = tuple(routes)
+        self._user_token = tuple(each.route_prefix for each in all_providers if each.takes_user_token)
 
     def of(self, path: str) -> Family:
-        if path.startswith(self._anthropic):
-            return Family.ANTHROPIC_MESSAGES
-        if any(path == prefix or path.startswith(prefix + "/") for prefix in self._responses):
-            return Family.OPENAI_RESPONSES
+        for prefix, family in self._routes:
+            if _under(path, prefix):
+                return family
         return Family.OPENAI_CHAT
+
+    def takes_user_token(self, path: str) -> bool:
+        return any(_under(path, prefix) for prefix in self._user_token)
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")

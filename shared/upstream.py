@@ -180,7 +180,11 @@ def no_key_message(provider: Provider) -> str:
 
 def missing_key_warning(settings: Settings) -> str | None:
     """The line a process that calls the upstreams says at start when it has no key for some of them."""
-    keyless = [no_key_message(each) for each in providers(settings) if each.takes_keys and each.key is None]
+    keyless = [
+        no_key_message(each)
+        for each in providers(settings)
+        if each.takes_keys and not each.takes_user_token and each.key is None
+    ]
     if not keyless:
         return None
     return (

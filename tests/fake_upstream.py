@@ -150,7 +150,10 @@ class FakeUpstream:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/messages", self._chat)  # Anthropic Messages: the same scenarios, by model
         app.router.add_post("/v1/responses", self._chat)  # OpenAI Responses: the same
+        app.router.add_post("/chat/completions", self._chat)  # GitHub Copilot's paths, without /v1
+        app.router.add_post("/responses", self._chat)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/models", self._models)
         app.router.add_get("/v1/models/{model_id:.*}", self._passthrough)
         app.router.add_post("/v1/messages/count_tokens", self._passthrough)
         app.router.add_route("*", "/v1/responses/{rest:.*}", self._passthrough)
