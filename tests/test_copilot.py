@@ -70,6 +70,7 @@ def test_chat_and_responses_go_to_copilot_with_the_users_token(copilot, upstream
     (received,) = responses.received
     assert received.path == "/responses"
     upstream_saw_only_the_users_token(received, client_key)
+    upstream.models_reply = RawReply(200, b'{"object": "list", "data": []}')  # other tests set theirs
     assert sdk.models.list().data == []  # passed through, with the user's token too
     upstream_saw_only_the_users_token(upstream.models_requests[-1], client_key)
     assert upstream.models_requests[-1].path == "/models"
