@@ -120,6 +120,14 @@ async def read(state: ApiState, interception_id: str, actor: Actor | None = None
     )
 
 
+async def read_own(state: ApiState, interception_id: str, response_id: str, actor: Actor | None) -> Seen:
+    """What Redis holds of the caller's background response ``response_id``; 404 for anyone else's, or none."""
+    seen = await read(state, interception_id, actor)
+    if seen is None:
+        raise not_found(response_id)
+    return seen
+
+
 def _entries(raw: list[tuple[bytes, dict[bytes, bytes]]]) -> list[Entry]:
     return [(entry_id, StreamMessage.from_mapping(fields)) for entry_id, fields in raw]
 
@@ -157,9 +165,7 @@ async def settle(state: ApiState, interception_id: str, seen: Seen) -> tuple[dic
 async def retrieve(
     state: ApiState, interception_id: str, response_id: str, actor: Actor | None
 ) -> dict[str, Any]:
-    seen = await read(state, interception_id, actor)
-    if seen is None:
-        raise not_found(response_id)
+    seen = await read_own(state, interception_id, response_id, actor)
     response, _ = await settle(state, interception_id, seen)
     return response
 
@@ -169,9 +175,7 @@ async def cancel_background(
 ) -> dict[str, Any]:
     """Stop the response's job and answer its final object (status ``cancelled``, unless it ended first);
     idempotent: a cancel of an ended response answers its final object."""
-    seen = await read(state, interception_id, actor)
-    if seen is None:
-        raise not_found(response_id)
+    seen = await read_own(state, interception_id, response_id, actor)
     response, liveness = await settle(state, interception_id, seen)
     if liveness is Liveness.ENDED:
         return response
@@ -199,8 +203,7 @@ async def stream_background(
 ) -> Response:
     """The response's events after sequence number ``starting_after`` (all without it), then the live tail."""
     received_at = time.monotonic()
-    if await read(state, interception_id, actor) is None:
-        raise not_found(response_id)
+    await read_own(state, interception_id, response_id, actor)
     key = state.keys.stream(interception_id)
     after, within, got = b"0-0", (b"", 0), b""
     cursor = "-"
@@ -238,9 +241,7 @@ async def delete_background(
     state: ApiState, interception_id: str, response_id: str, actor: Actor | None
 ) -> dict[str, Any]:
     """Forget the response (its job stopped first if it runs): its record and its events."""
-    seen = await read(state, interception_id, actor)
-    if seen is None:
-        raise not_found(response_id)
+    seen = await read_own(state, interception_id, response_id, actor)
     if current(seen, limits(state))[1] is Liveness.RUNNING:
         await cancel(state, interception_id)
     keys = state.keys
