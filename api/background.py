@@ -75,7 +75,13 @@ async def start_background(state: ApiState, job: InterceptionJob, received_at: f
         await state.redis.delete(key)
         raise
     return SSERelay(
-        state, job.family, job.interception_id, tail, [], received_at, supervisor=BackgroundJob(state, job)
+        state,
+        job.family,
+        job.interception_id,
+        tail,
+        [],
+        received_at,
+        supervisor=BackgroundJob(state, job.interception_id),
     )
 
 
@@ -83,9 +89,9 @@ class BackgroundJob:
     """The supervisor of a background response's relays (api.relay.Supervisor): its client leaving changes
     nothing; its worker's silence is judged from its stream, and a dead job ended there."""
 
-    def __init__(self, state: ApiState, job: InterceptionJob | str) -> None:
+    def __init__(self, state: ApiState, interception_id: str) -> None:
         self._state = state
-        self._interception_id = job if isinstance(job, str) else job.interception_id
+        self._interception_id = interception_id
 
     async def client_gone(self) -> None:
         return None
