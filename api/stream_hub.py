@@ -47,7 +47,7 @@ class Tail:
         self.key = key
         self.last_id = after
         self._entries: list[Entry] = []
-        self._waiter: asyncio.Future[None] | None = None  # the read waiting for entries, if any
+        self._arrived = asyncio.Event()
         self._buffer_bytes = buffer_bytes
         self._delivered_bytes = 0  # in ``_entries``
         self._taken_bytes = 0  # handed over by the last read, the relay still sending them
@@ -73,8 +73,7 @@ class Tail:
             self._largest_entry = max(self._largest_entry, size)
             self._entries.append((entry_id, message))
         self.heard_at = time.monotonic()
-        if self._waiter is not None:
-            _wake(self._waiter)
+        self._arrived.set()
 
     async def read(self, block_for: float) -> list[Entry]:
         """What arrived since the last read, waiting up to ``block_for`` seconds; [] if nothing came.
@@ -85,25 +84,16 @@ class Tail:
             self.heard_at = time.monotonic()  # the API, not the worker, was silent meanwhile
             await self._hub.resume(self)
         if not self._entries:
-            loop = asyncio.get_running_loop()
-            self._waiter = waiter = loop.create_future()
-            timer = loop.call_later(max(block_for, 0.0), _wake, waiter)  # cheaper than asyncio.timeout
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-                self._waiter = None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(block_for, 0.0)):
+                    await self._arrived.wait()
+        self._arrived.clear()
         entries, self._entries = self._entries, []
         self._taken_bytes, self._delivered_bytes = self._delivered_bytes, 0
         return entries
 
     def close(self) -> None:
         self._hub.unfollow(self)
-
-
-def _wake(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
 
 
 class StreamHub:
