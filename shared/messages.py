@@ -49,9 +49,14 @@ class StreamMessage:
             fields += (b"h", orjson.dumps(self.headers))
         return fields
 
+    @staticmethod
+    def chunk_fields(data: bytes) -> list[bytes]:
+        """``to_fields`` of a chunk carrying ``data``, without the message (written per upstream read)."""
+        return [b"k", b"chunk", b"d", data]
+
     @classmethod
     def from_fields(cls, fields: list[bytes]) -> StreamMessage:
-        if len(fields) == 4 and fields[2] == b"d" and fields[0] == b"k":  # a chunk: most entries
+        if len(fields) == 4 and fields[2] == b"d" and fields[0] == b"k":  # chunk_fields: most entries
             return cls(KINDS[fields[1]], fields[3])
         return cls.from_mapping(dict(zip(fields[::2], fields[1::2], strict=True)))
 
