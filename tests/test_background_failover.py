@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import httpx2
 import openai
@@ -184,7 +184,7 @@ def test_a_response_no_worker_takes_fails_and_a_later_worker_does_not_run_it(mak
 def test_a_resume_numbers_its_error_on_from_the_last_chunk_before_it():
     chunk = StreamMessage(kind=MessageKind.CHUNK, data=b'data: {"sequence_number": 7}')
     beat = StreamMessage(kind=MessageKind.HEARTBEAT)
-    entries = [(b"1-0", chunk), (b"2-0", beat), (b"3-0", chunk.model_copy(update={"data": b"data: {}"}))]
+    entries = [(b"1-0", chunk), (b"2-0", beat), (b"3-0", replace(chunk, data=b"data: {}"))]
     assert last_chunk(entries, b"2-5") == chunk.data
     assert last_chunk(entries, b"3-0") == b"data: {}"
     assert last_chunk(entries, b"0-9") is None

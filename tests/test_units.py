@@ -216,6 +216,9 @@ def test_stream_messages_round_trip_through_redis_fields():
     assert (
         StreamMessage.from_fields(StreamMessage(kind=MessageKind.DONE).to_fields()).kind is MessageKind.DONE
     )
+    chunk = StreamMessage(kind=MessageKind.CHUNK, data=b"data: {}")
+    assert StreamMessage.chunk_fields(b"data: {}") == chunk.to_fields()
+    assert StreamMessage.from_fields(chunk.to_fields()) == chunk
 
 
 def test_a_body_nested_deeper_than_the_job_can_carry_is_refused_before_anything_is_queued():

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,29 +143,29 @@ class JobStream:
 
     async def _write(
         self,
-        *messages: StreamMessage,
+        *entries: Sequence[bytes],
         expire_ms: int | None = None,
         also: tuple[Command, ...] = (),
         creates: bool = False,
     ) -> list[Any]:
-        """Append ``messages``, then run ``also``; their replies. Past the first write the stream must still
-        exist (StreamLost if not), unless the write ``creates`` it again (the error and end that report
-        the loss)."""
+        """Append ``entries`` (each a message's fields), then run ``also``; their replies. Past the first
+        write the stream must still exist (StreamLost if not), unless the write ``creates`` it again (the
+        error and end that report the loss)."""
         creates = creates or not self._created
         xadd = self._xadd_creating if creates else self._xadd
-        commands: list[Command] = [(*xadd, *message.to_fields()) for message in messages]
+        commands: list[Command] = [(*xadd, *fields) for fields in entries]
         if expire_ms is None and not self._created:
             expire_ms = self._lifetime_ms
         if expire_ms is not None:
             commands.append((b"PEXPIRE", self._key, expire_ms))
         remembered, self._remembered = self._remembered, []  # first: set before the events that show them
-        replies = await self._writer.write([*(command for command, _ in remembered), *commands, *also])
+        replies = await self._writer.send([*(command for command, _ in remembered), *commands, *also])
         for (_, take_reply), reply in zip(remembered, replies, strict=False):
             if take_reply is not None:
                 take_reply(reply)
         results = replies[len(remembered) :]
         self._created = True
-        if not creates and None in results[: len(messages)]:  # NOMKSTREAM: the stream is gone
+        if not creates and None in results[: len(entries)]:  # NOMKSTREAM: the stream is gone
             raise StreamLost(self._key.decode())
         return results[len(commands) :]
 
@@ -177,7 +177,7 @@ class JobStream:
         if alias_of is not None:
             reads += ((b"GET", self._aliases.key(alias_of)),)
         cancelled, *rest = await self._write(
-            StreamMessage(kind=MessageKind.HEARTBEAT), also=(*reads, *self._lease.renew())
+            StreamMessage(kind=MessageKind.HEARTBEAT).to_fields(), also=(*reads, *self._lease.renew())
         )
         alias = rest[0] if alias_of is not None else None
         return bool(cancelled), alias.decode() if isinstance(alias, bytes) else None
@@ -185,7 +185,8 @@ class JobStream:
     def remember(self, aliases: Mapping[str, str]) -> None:
         """Map response ids the client was shown to the upstream's, with the next write: before the client
         can read the events that show them, it can continue from them."""
-        self._remembered += ((command, None) for command in self._aliases.commands(aliases))
+        if aliases:  # none in most families: checked for every upstream read
+            self._remembered += ((command, None) for command in self._aliases.commands(aliases))
 
     def send_later(self, command: Command, take_reply: Callable[[Any], None] | None = None) -> None:
         """Run ``command`` with the next write (no round trip of its own); ``take_reply`` gets its reply."""
@@ -194,7 +195,7 @@ class JobStream:
     async def heartbeat(self) -> None:
         if self._ended:  # done is the stream's last entry: a resume after it knows the stream is over
             return
-        await self._write(StreamMessage(kind=MessageKind.HEARTBEAT), also=self._lease.renew())
+        await self._write(StreamMessage(kind=MessageKind.HEARTBEAT).to_fields(), also=self._lease.renew())
 
     def upstream_answered(self, headers: Iterable[tuple[str, str]]) -> None:
         """Take the relayed ones of an upstream answer's headers, until the stream opens: the client's HTTP
@@ -202,9 +203,9 @@ class JobStream:
         if not self.opened:
             self._headers = relayed_headers(headers)
 
-    def _open(self) -> StreamMessage:
+    def _open(self) -> list[bytes]:
         self.opened = True
-        return StreamMessage(kind=MessageKind.OPEN, headers=self._headers)
+        return StreamMessage(kind=MessageKind.OPEN, headers=self._headers).to_fields()
 
     async def open(self) -> None:
         """Tell the API to start the client's SSE stream (headers, then pings while nothing else flows)."""
@@ -215,33 +216,35 @@ class JobStream:
         """Relay rewritten upstream events (each its lines, without the blank line that ends it): in one
         entry, or in entries of at most about ENTRY_MAX_BYTES when one upstream read brought more (an API
         reads an entry whole)."""
-        messages = [
-            StreamMessage(kind=MessageKind.CHUNK, data=EVENT_SEPARATOR.join(group))
-            for group in entry_groups(events, ENTRY_MAX_BYTES)
-        ]
-        for message in messages:
-            self._take_room(message.data)
+        entries = []
+        for group in entry_groups(events, ENTRY_MAX_BYTES):
+            data = EVENT_SEPARATOR.join(group)
+            self._take_room(data)
+            entries.append(StreamMessage.chunk_fields(data))  # no message object per chunk
         if not self.opened:
-            messages.insert(0, self._open())
-        await self._write(*messages)
+            entries.insert(0, self._open())
+        await self._write(*entries)
 
     async def error(self, status: int, body: bytes) -> None:
         """An OpenAI-shaped error: the HTTP answer before the stream opened, an SSE error event after."""
         headers = {} if self.opened else self._headers  # an SSE error event has none
         await self._write(
-            StreamMessage(kind=MessageKind.ERROR, status=status, data=body, headers=headers), creates=True
+            StreamMessage(kind=MessageKind.ERROR, status=status, data=body, headers=headers).to_fields(),
+            creates=True,
         )
 
     async def result(self, status: int, body: bytes) -> None:
         self._take_room(body)
         await self._write(
-            StreamMessage(kind=MessageKind.RESULT, status=status, data=body, headers=self._headers)
+            StreamMessage(
+                kind=MessageKind.RESULT, status=status, data=body, headers=self._headers
+            ).to_fields()
         )
 
     async def done(self) -> None:
         self._ended = True
         await self._write(
-            StreamMessage(kind=MessageKind.DONE),
+            StreamMessage(kind=MessageKind.DONE).to_fields(),
             expire_ms=self._retention_ms,
             also=self._lease.release(),
             creates=True,
