@@ -79,7 +79,7 @@ def create_app(settings: Settings) -> FastAPI:
             await session.close()
             await redis.aclose()
 
-    app = FastAPI(title="aibridge", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="aibridge", lifespan=lifespan, docs_url=None, redoc_url=None, redirect_slashes=False)
     every_provider = providers(settings)
     app.state.aibridge_routes = RouteFamilies(every_provider)
     for each in every_provider:

@@ -75,7 +75,12 @@ async def intercept(ctx: dict[str, Any], payload: dict[str, Any]) -> None:
             await work
         except asyncio.CancelledError:
             current = asyncio.current_task()
-            if current is not None and current.cancelling():  # the worker is stopping, or the job timed out
+            stopping = current is not None and current.cancelling()  # the worker is stopping, or a timeout
+            if interception.answered:  # its end is being written: nothing is left to report
+                if stopping:
+                    raise
+                return
+            if stopping:
                 await _report_worker_error(
                     stream, job.family, "the gateway's worker stopped before the answer was complete"
                 )

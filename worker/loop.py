@@ -62,6 +62,7 @@ class ToolLoop:
         self._max_rounds = max_rounds
         self._recording = InterceptionRecording(recorder, job)
         self._outcome = Outcome.OK
+        self.answered = False  # the client has all of its answer (or its error): only the end is to come
 
     async def run(self) -> None:
         self._recording.started()
@@ -77,10 +78,14 @@ class ToolLoop:
                 cut = isinstance(failure, UpstreamCut)
                 outcome = Outcome.UPSTREAM_CUT if cut else None
                 await self._fail(failure.status, failure.body_for(self._job.family), outcome)
-            await self._stream.done()
+            self.answered = True
+            await asyncio.shield(
+                self._stream.done()
+            )  # a client that leaves now, having read it all, ends nothing
         except asyncio.CancelledError as cancelled:
-            client_gone = cancelled.args == (CLIENT_GONE,)
-            self._outcome = Outcome.CLIENT_GONE if client_gone else Outcome.WORKER_ERROR
+            if not self.answered:
+                client_gone = cancelled.args == (CLIENT_GONE,)
+                self._outcome = Outcome.CLIENT_GONE if client_gone else Outcome.WORKER_ERROR
             raise
         except Exception:
             self._outcome = Outcome.WORKER_ERROR
