@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.telemetry import TelemetryConfig
 
 from api import errors, health, usage_routes
 from api.anthropic_routes import anthropic_router, bedrock_router
@@ -31,6 +32,15 @@ from shared.redis_url import describe_redis
 from shared.upstream import new_session
 
 logger = logging.getLogger(__name__)
+
+# FastAPI's own OpenTelemetry layer looks up its providers on every request (4.6 % of the API's CPU at
+# N = 1,000 in BENCHMARKS.md's round-two profile); the gateway makes its own spans (shared/tracing.py).
+NO_FRAMEWORK_TELEMETRY: TelemetryConfig = {
+    "tracing": False,
+    "metrics": False,
+    "logs": False,
+    "operation_spans": False,
+}
 
 PROVIDER_ROUTERS = {  # by provider type
     OPENAI: openai_router,
@@ -79,7 +89,14 @@ def create_app(settings: Settings) -> FastAPI:
             await session.close()
             await redis.aclose()
 
-    app = FastAPI(title="aibridge", lifespan=lifespan, docs_url=None, redoc_url=None, redirect_slashes=False)
+    app = FastAPI(
+        title="aibridge",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        redirect_slashes=False,
+        telemetry=NO_FRAMEWORK_TELEMETRY,
+    )
     every_provider = providers(settings)
     app.state.aibridge_routes = RouteFamilies(every_provider)
     for each in every_provider:
