@@ -63,6 +63,7 @@ class ToolLoop:
         self._recording = InterceptionRecording(recorder, job)
         self._outcome = Outcome.OK
         self.answered = False  # the client has all of its answer (or its error): only the end is to come
+        self._ending: asyncio.Future[None] | None = None  # the write of the stream's end
 
     async def run(self) -> None:
         self._recording.started()
@@ -79,19 +80,25 @@ class ToolLoop:
                 outcome = Outcome.UPSTREAM_CUT if cut else None
                 await self._fail(failure.status, failure.body_for(self._job.family), outcome)
             self.answered = True
-            await asyncio.shield(
-                self._stream.done()
-            )  # a client that leaves now, having read it all, ends nothing
+            await self._end()
         except asyncio.CancelledError as cancelled:
             if not self.answered:
                 client_gone = cancelled.args == (CLIENT_GONE,)
                 self._outcome = Outcome.CLIENT_GONE if client_gone else Outcome.WORKER_ERROR
+                raise
+            await self._end()  # a client that leaves once it has read it all ends nothing
             raise
         except Exception:
             self._outcome = Outcome.WORKER_ERROR
             raise
         finally:
             self._recording.ended(self._outcome)
+
+    async def _end(self) -> None:
+        """Write the stream's end, once, whatever becomes of this task meanwhile."""
+        if self._ending is None:
+            self._ending = asyncio.ensure_future(self._stream.done())
+        await asyncio.shield(self._ending)
 
     async def _fail(self, status: int, body: bytes, outcome: Outcome | None = None) -> None:
         """Tell the client the interception failed: the answer before the stream opened, an event after."""
@@ -122,6 +129,8 @@ class ToolLoop:
             async for batch in _event_batches(response, self._codec.is_stream_end):
                 relayed, failure = _take(round, batch)
                 self._stream.remember(self._codec.take_aliases())
+                if failure is None and self._codec.is_stream_end(batch[-1]) and not round.injected_calls():
+                    self.answered = True  # what this write sends ends the answer
                 if relayed:
                     await self._stream.chunks(relayed)
                 if failure is not None:
