@@ -10,14 +10,11 @@ import subprocess
 from collections import Counter
 from typing import Any
 
+from bench.goals import added, target_lines
 from bench.loadgen import GAP_BUCKET
-from bench.stats import histogram_percentile, ms, percentile
+from bench.stats import histogram_percentile, ms, number, percentile, ratio
 from bench.targets import DESCRIPTIONS, FAMILY_STREAMS, FAMILY_TITLES, Target
 
-TARGET_TTFT_P50 = 0.010  # added, at concurrency 100
-TARGET_TTFT_CONCURRENCY = 100
-TARGET_SLOWDOWN = 2.0  # completion / nominal, at the highest concurrency
-TARGET_RSS_PER_STREAM_KIB = 100.0
 CPU_ROLES = ("upstream", "load generator", "redis", "api", "workers", "litellm", "mcp server")
 ROLE_TITLES = {
     "upstream": "fake upstream",
@@ -29,7 +26,6 @@ ROLE_TITLES = {
     "mcp server": "MCP server",
 }
 GATEWAY_RUNS = ("aibridge", "aibridge-2w", "litellm", "aibridge-mcp")
-AIBRIDGE_RUNS = ("aibridge", "aibridge-2w", "aibridge-mcp")
 
 
 def summarize(
@@ -132,25 +128,6 @@ def _index(document: dict[str, Any]) -> dict[tuple[str, int], dict[str, Any]]:
     return {(result["run"], result["concurrency"]): result for result in document["results"]}
 
 
-def added(result: dict[str, Any], direct: dict[str, Any] | None, metric: str, p: str) -> float:
-    """The run's percentile minus the direct run's at the same concurrency (NaN without it)."""
-    if direct is None:
-        return math.nan
-    return result[metric][p] - direct[metric][p]
-
-
-def _number(value: float, digits: int = 0) -> str:
-    return "n/a" if math.isnan(value) else f"{value:,.{digits}f}"
-
-
-def _ratio(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.2f}x"
-
-
-def _verdict(ok: bool | None) -> str:
-    return "n/a" if ok is None else ("met" if ok else "**not met**")
-
-
 def family_of(result: dict[str, Any]) -> str:
     return result.get("family", "chat")  # results written before there were families
 
@@ -232,7 +209,7 @@ def family_lines(document: dict[str, Any], title: str) -> list[str]:
             f"| {bold}{ms(added(r, direct, 'ttft', 'p50'), True)}{bold} | {ms(added(r, direct, 'ttft', 'p99'), True)} "
             f"| {ms(r['gap']['p50'])} | {ms(r['gap']['p99'])} | {ms(added(r, direct, 'gap', 'p50'), True)} "
             f"| {ms(added(r, direct, 'gap', 'p99'), True)} | {ms(r['completion']['p50'])} "
-            f"| {_ratio(r['slowdown']['p99'])} | {_ratio(r['slowdown']['max'])} | {_ratio(r['slowdown']['max_all'])} |"
+            f"| {ratio(r['slowdown']['p99'])} | {ratio(r['slowdown']['max'])} | {ratio(r['slowdown']['max_all'])} |"
         )
     errors = [(r["run"], r["concurrency"], r["error_kinds"]) for r in document["results"] if r["error_kinds"]]
     if errors:
@@ -259,9 +236,9 @@ def family_lines(document: dict[str, Any], title: str) -> list[str]:
     for c, run in rows:
         r = found[(run, c)]
         per = r["cpu_per_1000_chunks"]
-        cells = " | ".join(_number(per[role], 3) if role in per else "—" for role in present)
+        cells = " | ".join(number(per[role], 3) if role in per else "—" for role in present)
         lines.append(
-            f"| {c} | {run} | {_number(r['streams_per_s'], 1)} | {_number(r['chunks_per_s'])} | {cells} "
+            f"| {c} | {run} | {number(r['streams_per_s'], 1)} | {number(r['chunks_per_s'])} | {cells} "
             f"| {r['cpus_busy']:.2f} |"
         )
     lines += [
@@ -288,64 +265,9 @@ def family_lines(document: dict[str, Any], title: str) -> list[str]:
         gateway = run != "direct"
         lines.append(
             f"| {c} | {run} | {r['gateway_rss_start_kib'] / 1024:.0f} | {r['gateway_rss_idle_kib'] / 1024:.0f} "
-            f"| {r['gateway_rss_peak_kib'] / 1024:.0f} | {_number(r['rss_per_stream_kib'], 1) if gateway else '—'} "
-            f"| {_number(r['rss_per_stream_from_start_kib'], 1) if gateway else '—'} | {mib('api')} | {mib('workers')} "
+            f"| {r['gateway_rss_peak_kib'] / 1024:.0f} | {number(r['rss_per_stream_kib'], 1) if gateway else '—'} "
+            f"| {number(r['rss_per_stream_from_start_kib'], 1) if gateway else '—'} | {mib('api')} | {mib('workers')} "
             f"| {mib('litellm')} | {mib('mcp server')} | {mib('upstream')} | {mib('load generator')} |"
         )
-    lines += ["", *target_lines(found, concurrencies, title)]
-    return lines
-
-
-def target_lines(
-    found: dict[tuple[str, int], dict[str, Any]], concurrencies: list[int], title: str
-) -> list[str]:
-    top = max(concurrencies)
-    lines = [
-        f"#### Targets: {title}",
-        "",
-        "| target | run | N | figure | |",
-        "|---|---|---:|---|---|",
-    ]
-    for run in AIBRIDGE_RUNS:
-        r, direct = found.get((run, TARGET_TTFT_CONCURRENCY)), found.get(("direct", TARGET_TTFT_CONCURRENCY))
-        if r is not None:
-            value = added(r, direct, "ttft", "p50")
-            ok = None if math.isnan(value) else value <= TARGET_TTFT_P50
-            lines.append(
-                f"| added TTFT p50 ≤ {ms(TARGET_TTFT_P50)} ms | {run} | {TARGET_TTFT_CONCURRENCY} "
-                f"| {ms(value, True)} ms | {_verdict(ok)} |"
-            )
-    for run in AIBRIDGE_RUNS:
-        r = found.get((run, top))
-        if r is not None:
-            slowest = r["slowdown"]["max_all"]
-            ok = r["all_errors"] == 0 and not math.isnan(slowest) and slowest <= TARGET_SLOWDOWN
-            lines.append(
-                f"| no errors, no stream slower than {TARGET_SLOWDOWN:g}x nominal (all streams) | {run} | {top} "
-                f"| {r['all_errors']} errors in {r['all_streams']} streams, slowdown p99 (measured) "
-                f"{_ratio(r['slowdown']['p99'])}, max {_ratio(slowest)} | {_verdict(ok)} |"
-            )
-    for c in concurrencies:
-        litellm = found.get(("litellm", c))
-        direct = found.get(("direct", c))
-        for run in ("aibridge", "aibridge-2w"):
-            r = found.get((run, c))
-            if r is None or litellm is None:
-                continue
-            ours, theirs = added(r, direct, "ttft", "p50"), added(litellm, direct, "ttft", "p50")
-            ok = ours < theirs and r["chunks_per_s"] > litellm["chunks_per_s"]
-            lines.append(
-                f"| lower added TTFT p50 and more chunks/s than LiteLLM | {run} | {c} "
-                f"| {ms(ours, True)} vs {ms(theirs, True)} ms; {_number(r['chunks_per_s'])} vs "
-                f"{_number(litellm['chunks_per_s'])} chunks/s | {_verdict(ok)} |"
-            )
-    for run in AIBRIDGE_RUNS:
-        r = found.get((run, top))
-        if r is not None:
-            value, from_start = r["rss_per_stream_kib"], r["rss_per_stream_from_start_kib"]
-            lines.append(
-                f"| under {TARGET_RSS_PER_STREAM_KIB:g} KiB RSS per concurrent stream (API + worker(s)) | {run} "
-                f"| {top} | {_number(value, 1)} KiB over the idle before the phase, {_number(from_start, 1)} KiB "
-                f"over the run's start | {_verdict(value < TARGET_RSS_PER_STREAM_KIB)} |"
-            )
+    lines += ["", *target_lines(found, title)]
     return lines

@@ -34,3 +34,15 @@ def ms(seconds: float, signed: bool = False) -> str:
     if math.isnan(seconds):
         return "n/a"
     return f"{seconds * 1000:+.1f}" if signed else f"{seconds * 1000:.1f}"
+
+
+def number(value: float, digits: int = 0) -> str:
+    return "n/a" if math.isnan(value) else f"{value:,.{digits}f}"
+
+
+def ratio(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.2f}x"
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("met" if ok else "**not met**")
