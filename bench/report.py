@@ -25,7 +25,6 @@ ROLE_TITLES = {
     "litellm": "LiteLLM",
     "mcp server": "MCP server",
 }
-GATEWAY_RUNS = ("aibridge", "aibridge-2w", "litellm", "aibridge-mcp")
 
 
 def summarize(
