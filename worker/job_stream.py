@@ -100,6 +100,28 @@ class StreamTooLarge(GatewayFailure):
         super().__init__(502, message, "stream_too_large", "server_error")
 
 
+@dataclass(frozen=True)
+class SentWrite:
+    """A write handed to the CoalescingWriter: its replies, once checked."""
+
+    replies: asyncio.Future[list[Any]]
+    remembered: list[tuple[Command, Callable[[Any], None] | None]]
+    commands: int
+    checked_entries: int  # the first replies that are XADDs with NOMKSTREAM
+    key: bytes
+
+    async def results(self) -> list[Any]:
+        """The replies of what was sent after the entries; StreamLost if the stream was gone."""
+        replies = await self.replies
+        for (_, take_reply), reply in zip(self.remembered, replies, strict=False):
+            if take_reply is not None:
+                take_reply(reply)
+        results = replies[len(self.remembered) :]
+        if None in results[: self.checked_entries]:  # NOMKSTREAM: the stream is gone
+            raise StreamLost(self.key.decode())
+        return results[self.commands :]
+
+
 class JobStream:
     """Appends StreamMessages to the stream of one interception.
 
@@ -134,6 +156,7 @@ class JobStream:
         self._created = False
         self._ended = False
         self._headers: dict[str, str] = {}
+        self._in_flight: SentWrite | None = None  # the last chunk write, its replies not yet checked
         self.opened = False
 
     def _take_room(self, data: bytes) -> None:
@@ -141,16 +164,16 @@ class JobStream:
             raise StreamTooLarge(self._max_bytes)
         self._data_bytes += len(data)
 
-    async def _write(
+    def _send(
         self,
         *entries: Sequence[bytes],
         expire_ms: int | None = None,
         also: tuple[Command, ...] = (),
         creates: bool = False,
-    ) -> list[Any]:
-        """Append ``entries`` (each a message's fields), then run ``also``; their replies. Past the first
-        write the stream must still exist (StreamLost if not), unless the write ``creates`` it again (the
-        error and end that report the loss)."""
+    ) -> SentWrite:
+        """Hand ``entries`` (each a message's fields) and then ``also`` to the writer, without waiting. Past
+        the first write the stream must still exist (StreamLost if not), unless the write ``creates`` it again
+        (the error and end that report the loss)."""
         creates = creates or not self._created
         xadd = self._xadd_creating if creates else self._xadd
         commands: list[Command] = [(*xadd, *fields) for fields in entries]
@@ -159,15 +182,26 @@ class JobStream:
         if expire_ms is not None:
             commands.append((b"PEXPIRE", self._key, expire_ms))
         remembered, self._remembered = self._remembered, []  # first: set before the events that show them
-        replies = await self._writer.send([*(command for command, _ in remembered), *commands, *also])
-        for (_, take_reply), reply in zip(remembered, replies, strict=False):
-            if take_reply is not None:
-                take_reply(reply)
-        results = replies[len(remembered) :]
+        replies = self._writer.send([*(command for command, _ in remembered), *commands, *also])
         self._created = True
-        if not creates and None in results[: len(entries)]:  # NOMKSTREAM: the stream is gone
-            raise StreamLost(self._key.decode())
-        return results[len(commands) :]
+        return SentWrite(replies, remembered, len(commands), len(entries) if not creates else 0, self._key)
+
+    async def _write(
+        self,
+        *entries: Sequence[bytes],
+        expire_ms: int | None = None,
+        also: tuple[Command, ...] = (),
+        creates: bool = False,
+    ) -> list[Any]:
+        """``_send``, once the chunks in flight are written; the replies of ``also``."""
+        await self._settle()
+        return await self._send(*entries, expire_ms=expire_ms, also=also, creates=creates).results()
+
+    async def _settle(self) -> None:
+        """Wait for the chunk write in flight, if any, raising what it raised."""
+        if self._in_flight is not None:
+            sent, self._in_flight = self._in_flight, None
+            await sent.results()
 
     async def begin(self, cancelled_key: str, alias_of: str | None = None) -> tuple[bool, str | None]:
         """Write the first heartbeat (the API's sign that a worker took the job). Returns whether the client
@@ -176,9 +210,9 @@ class JobStream:
         reads: tuple[Command, ...] = ((b"EXISTS", cancelled_key),)
         if alias_of is not None:
             reads += ((b"GET", self._aliases.key(alias_of)),)
-        cancelled, *rest = await self._write(
+        cancelled, *rest = await self._send(
             StreamMessage(kind=MessageKind.HEARTBEAT).to_fields(), also=(*reads, *self._lease.renew())
-        )
+        ).results()
         alias = rest[0] if alias_of is not None else None
         return bool(cancelled), alias.decode() if isinstance(alias, bytes) else None
 
@@ -195,7 +229,8 @@ class JobStream:
     async def heartbeat(self) -> None:
         if self._ended:  # done is the stream's last entry: a resume after it knows the stream is over
             return
-        await self._write(StreamMessage(kind=MessageKind.HEARTBEAT).to_fields(), also=self._lease.renew())
+        heartbeat = StreamMessage(kind=MessageKind.HEARTBEAT).to_fields()
+        await self._send(heartbeat, also=self._lease.renew()).results()  # beside the job: it settles nothing
 
     def upstream_answered(self, headers: Iterable[tuple[str, str]]) -> None:
         """Take the relayed ones of an upstream answer's headers, until the stream opens: the client's HTTP
@@ -223,7 +258,8 @@ class JobStream:
             entries.append(StreamMessage.chunk_fields(data))  # no message object per chunk
         if not self.opened:
             entries.insert(0, self._open())
-        await self._write(*entries)
+        await self._settle()  # one write in flight per job: Redis's pace holds the job back
+        self._in_flight = self._send(*entries)
 
     async def error(self, status: int, body: bytes) -> None:
         """An OpenAI-shaped error: the HTTP answer before the stream opened, an SSE error event after."""
