@@ -17,7 +17,7 @@ from shared.redis import Command
 from shared.relayed_headers import relayed_headers
 from shared.sse import EVENT_SEPARATOR
 from shared.upstream import GatewayFailure
-from worker.stream_writes import CoalescingWriter
+from worker.stream_writes import CoalescingWriter, SentWrite
 
 logger = logging.getLogger(__name__)
 
@@ -79,15 +79,6 @@ def entry_groups(payloads: list[bytes], max_bytes: int) -> list[list[bytes]]:
     return groups
 
 
-class StreamLost(RedisError):
-    """The job's stream vanished from Redis while the job wrote it (Redis restarted without its data, or
-    was flushed): the events written before may be gone, so the job must not go on as if nothing were
-    missing."""
-
-    def __init__(self, key: str) -> None:
-        super().__init__(f"the stream {key} is gone from Redis (restarted or flushed)")
-
-
 class StreamTooLarge(GatewayFailure):
     """The answer outgrew the bytes a stream may hold: the job stops and the client is told so, like an
     upstream failure (an error event once the stream has started, else a 502)."""
@@ -98,28 +89,6 @@ class StreamTooLarge(GatewayFailure):
             "AIBRIDGE_STREAM_MAX_BYTES); it was stopped there"
         )
         super().__init__(502, message, "stream_too_large", "server_error")
-
-
-@dataclass(frozen=True)
-class SentWrite:
-    """A write handed to the CoalescingWriter: its replies, once checked."""
-
-    replies: asyncio.Future[list[Any]]
-    remembered: list[tuple[Command, Callable[[Any], None] | None]]
-    commands: int
-    checked_entries: int  # the first replies that are XADDs with NOMKSTREAM
-    key: bytes
-
-    async def results(self) -> list[Any]:
-        """The replies of what was sent after the entries; StreamLost if the stream was gone."""
-        replies = await self.replies
-        for (_, take_reply), reply in zip(self.remembered, replies, strict=False):
-            if take_reply is not None:
-                take_reply(reply)
-        results = replies[len(self.remembered) :]
-        if None in results[: self.checked_entries]:  # NOMKSTREAM: the stream is gone
-            raise StreamLost(self.key.decode())
-        return results[self.commands :]
 
 
 class JobStream:

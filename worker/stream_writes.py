@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from shared.redis import Command, PackedConnection
 
@@ -102,3 +105,34 @@ class CoalescingWriter:
                 done.set_result(mine)
             else:
                 done.set_exception(failed)
+
+
+class StreamLost(RedisError):
+    """The job's stream vanished from Redis while the job wrote it (Redis restarted without its data, or
+    was flushed): the events written before may be gone, so the job must not go on as if nothing were
+    missing."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"the stream {key} is gone from Redis (restarted or flushed)")
+
+
+@dataclass(frozen=True)
+class SentWrite:
+    """A write handed to the CoalescingWriter: its replies, once checked."""
+
+    replies: asyncio.Future[list[Any]]
+    remembered: list[tuple[Command, Callable[[Any], None] | None]]
+    commands: int
+    checked_entries: int  # the first replies that are XADDs with NOMKSTREAM
+    key: bytes
+
+    async def results(self) -> list[Any]:
+        """The replies of what was sent after the entries; StreamLost if the stream was gone."""
+        replies = await self.replies
+        for (_, take_reply), reply in zip(self.remembered, replies, strict=False):
+            if take_reply is not None:
+                take_reply(reply)
+        results = replies[len(self.remembered) :]
+        if None in results[: self.checked_entries]:  # NOMKSTREAM: the stream is gone
+            raise StreamLost(self.key.decode())
+        return results[self.commands :]
