@@ -127,7 +127,8 @@ class SentWrite:
     key: bytes
 
     async def results(self) -> list[Any]:
-        """The replies of what was sent after the entries; StreamLost if the stream was gone."""
+        """The replies of what was sent after the entries and their expiry (``also``); StreamLost if the
+        stream was gone."""
         replies = await self.replies
         for (_, take_reply), reply in zip(self.remembered, replies, strict=False):
             if take_reply is not None:
